@@ -1,0 +1,1 @@
+"""The ``rlx`` command line: a thin typer app over core and registry."""

@@ -1,0 +1,55 @@
+"""``rlx run``: compose plugins into one tracked run."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def run(
+    objective: Optional[str] = typer.Option(None, "--objective", "-o", help="Algorithm, e.g. grpo, sft."),
+    reward: Optional[List[str]] = typer.Option(None, "--reward", "-r", help="Reward source; repeat to combine."),
+    env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment, e.g. arithmetic."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy, e.g. tiny, hf."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every RNG."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with any of the sections."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override: dotted.key=value (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: RLX_HOME/mlflow.db)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Train: `rlx run --objective grpo --reward prm` (defaults: env arithmetic, policy tiny)."""
+    import json
+
+    from rlx import home
+    from rlx.config import compose, resolve
+    from rlx.registry import get_registry
+
+    registry = get_registry()
+    flags = {"objective": objective, "reward": reward, "env": env, "policy": policy, "seed": seed,
+             "steps": steps, "experiment": experiment, "device": device}
+    raw = compose(config, flags, set_)
+    cfg = resolve(raw, registry)
+    if dry_run:
+        typer.echo(json.dumps(cfg.to_dict(), indent=2))
+        return
+    from rlx.loop import train
+    from rlx.registry.catalog import Catalog
+
+    catalog = Catalog(home.catalog_url())
+    result = train(cfg, registry, catalog=catalog, tracking_uri=tracking_uri, progress=not no_progress,
+                   command="rlx " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    m = result.metrics
+    summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("eval/accuracy", "reward/mean", "kl/ref") if k in m)
+    typer.echo(f"run {result.run_id} {result.status}: {summary}")
+    typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
+    if result.policy_dir:
+        typer.echo(f"  policy saved to {result.policy_dir}")

@@ -1,0 +1,95 @@
+"""``rlx runs list|show`` over the catalog, and ``rlx ui`` (the MLflow UI on the same store)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Runs recorded in the catalog.", no_args_is_help=True)
+KEY_METRICS = ("eval/accuracy", "reward/mean", "kl/ref", "loss/policy", "loss/sft")
+
+
+def _catalog():
+    from rlx import home
+    from rlx.registry.catalog import Catalog
+
+    return Catalog(home.catalog_url())
+
+
+def _row(r) -> dict:
+    return {"id": r.id, "name": r.name, "status": r.status, "objective": r.objective, "rewards": r.rewards,
+            "env": r.env, "policy": r.policy, "seed": r.seed, "experiment": r.experiment,
+            "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri, "checkpoint": r.checkpoint,
+            "created_at": r.created_at.isoformat(timespec="seconds"),
+            "ended_at": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
+            "metrics": r.metrics, "error": r.error, "command": r.command}
+
+
+@app.command("list")
+def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this objective."),
+          reward: Optional[str] = typer.Option(None, help="Only runs using this reward source."),
+          env: Optional[str] = typer.Option(None, help="Only runs on this environment."),
+          status: Optional[str] = typer.Option(None, help="RUNNING | FINISHED | FAILED | KILLED."),
+          limit: int = typer.Option(50, help="At most this many runs, newest first."),
+          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Recent runs, newest first."""
+    rows = [_row(r) for r in _catalog().list_runs(objective=objective, reward=reward, env=env, status=status,
+                                                  limit=limit)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "status", "objective", "rewards", "env", "policy", "seed", "eval/accuracy", "created")
+    for r in rows:
+        acc = r["metrics"].get("eval/accuracy")
+        table.add_row(r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"], str(r["seed"]),
+                      f"{acc:.3f}" if acc is not None else "-", r["created_at"])
+    Console().print(table)
+
+
+@app.command("show")
+def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+         as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Config, status, MLflow run id, checkpoint path and key metrics of one run."""
+    rec = _catalog().get_run(run_id)
+    row = _row(rec)
+    row["config"] = rec.config
+    if as_json:
+        typer.echo(json.dumps(row, indent=2))
+        return
+    from rich.console import Console
+
+    c = Console()
+    c.print(f"[bold]run {row['id']}[/bold]  {row['name']}  [bold]{row['status']}[/bold]")
+    for k in ("objective", "rewards", "env", "policy", "seed", "experiment", "mlflow_run_id", "tracking_uri",
+              "checkpoint", "created_at", "ended_at", "command", "error"):
+        if row[k] not in (None, ""):
+            c.print(f"  {k:14} {row[k]}")
+    metrics = {k: v for k, v in row["metrics"].items() if k in KEY_METRICS}
+    if metrics:
+        c.print("  metrics        " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    c.print("  config")
+    c.print_json(json.dumps(row["config"]))
+
+
+def ui(port: int = typer.Option(5000, help="Port to serve on."),
+       host: str = typer.Option("127.0.0.1", help="Interface; keep 127.0.0.1 unless you mean to share it."),
+       tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to browse.")) -> None:
+    """Start the MLflow UI on the rlx store (Ctrl-C to stop)."""
+    from rlx import home
+
+    uri = home.tracking_uri(tracking_uri)
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd)
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)

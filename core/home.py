@@ -1,0 +1,24 @@
+"""Where rlx keeps its own files: ``RLX_HOME`` (default ``~/.rlx``) holds the catalog,
+checkpoints and the default MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("RLX_HOME") or Path.home() / ".rlx").expanduser().resolve()
+
+
+def catalog_url() -> str:
+    return os.environ.get("RLX_CATALOG_URL") or f"sqlite:///{home() / 'catalog.db'}"
+
+
+def tracking_uri(override: str | None = None) -> str:
+    """``--tracking-uri`` beats ``MLFLOW_TRACKING_URI`` beats ``sqlite:///<home>/mlflow.db``."""
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"

@@ -1,0 +1,261 @@
+"""The one training loop: collect -> score -> objective -> optimizer, tracked in MLflow.
+
+Every family plugs in here through the four interfaces; nothing below names an
+algorithm, a reward or an environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlx import home as rlx_home
+from rlx.config import Resolved, flatten
+from rlx.errors import RlxError, UsageError
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    mlflow_run_id: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    policy_dir: str = ""
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a plain line per evaluation otherwise."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.bar = Progress(
+            TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
+            TextColumn("reward {task.fields[reward]:.3f}"), TextColumn("kl {task.fields[kl]:.4f}"),
+            TextColumn("acc {task.fields[acc]}"), TextColumn("{task.fields[speed]:.2f} s/step"),
+            TimeRemainingColumn(), console=self.console, disable=not self.live)
+        self.task = self.bar.add_task("train", total=total, reward=0.0, kl=0.0, acc="-", speed=0.0)
+
+    def __enter__(self) -> "_Progress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, step: int, m: dict[str, float]) -> None:
+        self.bar.update(self.task, completed=step, reward=m.get("reward/mean", 0.0), kl=m.get("kl/ref", 0.0),
+                        speed=m.get("perf/step_s", 0.0))
+
+    def eval(self, step: int, acc: float) -> None:
+        self.bar.update(self.task, acc=f"{acc:.3f}")
+        if not self.live:
+            self.console.print(f"step {step}: eval/accuracy={acc:.3f}")
+
+
+def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "",
+          tracking_uri: str | None = None, progress: bool = True) -> RunResult:
+    """Run one experiment end to end and return its final metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from rlx.reward import combine
+    from rlx.rollout import collect, evaluate
+
+    run_cfg, gen = cfg.run, cfg.generation
+    if run_cfg.threads:
+        torch.set_num_threads(run_cfg.threads)
+    if run_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
+    accelerator = Accelerator(cpu=run_cfg.device == "cpu")
+    set_seed(run_cfg.seed)
+
+    specs = {
+        "objective": registry.get("objective", cfg.names["objective"]),
+        "env": registry.get("environment", cfg.names["env"]),
+        "policy": registry.get("policy", cfg.names["policy"]),
+    }
+    reward_specs = {n: registry.get("reward", n) for n in cfg.rewards}
+    env = specs["env"].build(cfg.env, seed=run_cfg.seed)
+    policy = specs["policy"].build(cfg.policy)
+    objective = specs["objective"].build(cfg.objective, max_new_tokens=gen.max_new_tokens)
+    rewards = [reward_specs[n].build(c, env=env, name=n) for n, c in cfg.rewards.items()]
+    reference = policy.reference() if objective.needs_reference else None
+
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    warm = cfg.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    policy.model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+    if reference is not None:
+        reference.model.to(accelerator.device)
+
+    run_id = uuid.uuid4().hex[:12]
+    run_dir = rlx_home.runs_dir() / run_id
+    names = cfg.names
+    run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
+    config_dict = cfg.to_dict()
+    tags = {
+        "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
+        "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(run_cfg.seed),
+        "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
+        "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": str(accelerator.device),
+        "mlflow.source.name": "rlx",
+    }
+    for key, spec in specs.items():
+        tags[f"rlx.plugin.{spec.plugin}"] = spec.version
+    for spec in reward_specs.values():
+        tags[f"rlx.plugin.{spec.plugin}"] = spec.version
+
+    main = accelerator.is_main_process
+    tracker = None
+    uri = rlx_home.tracking_uri(tracking_uri)
+    if main:
+        from rlx.tracking import Tracker
+
+        artifact_root = rlx_home.home() / "mlartifacts" if uri.startswith("sqlite:///") and not (
+            tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) else None
+        tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict), artifact_root)
+        tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
+        if catalog is not None:
+            from rlx.registry.catalog import RunRecord
+
+            catalog.sync_plugins(registry.rows())
+            catalog.add_run(RunRecord(id=run_id, name=run_name, objective=names["objective"],
+                                      rewards=names["reward"], env=names["env"], policy=names["policy"],
+                                      seed=run_cfg.seed, experiment=run_cfg.experiment,
+                                      mlflow_run_id=tracker.run_id, tracking_uri=uri,
+                                      config_json=json.dumps(config_dict), command=tags["rlx.command"],
+                                      pid=os.getpid()))
+        registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
+
+    samples: list[dict[str, Any]] = []
+    last: dict[str, float] = {}
+    status, error = "FINISHED", ""
+
+    def run_eval(step: int) -> None:
+        m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
+        samples.extend({"step": step, "split": "eval", **r} for r in rows)
+        last.update(m)
+        if tracker:
+            tracker.log_metrics(m, step)
+        bar.eval(step, m["eval/accuracy"])
+
+    try:
+        with _Progress(run_cfg.steps, enabled=progress and main) as bar:
+            if hasattr(env, "eval_tasks") and hasattr(env, "is_correct"):
+                run_eval(0)
+            for step in range(1, run_cfg.steps + 1):
+                t0 = time.perf_counter()
+                batch = collect(env, policy, objective, run_cfg.batch_size, max_new_tokens=gen.max_new_tokens,
+                                temperature=gen.temperature)
+                t_gen = time.perf_counter() - t0
+                metrics: dict[str, float] = {}
+                if rewards:
+                    per_source = combine(rewards, batch)
+                    total = batch["rewards"].sum(-1)
+                    metrics["reward/mean"] = float(total.mean())
+                    metrics["reward/std"] = float(total.std()) if len(total) > 1 else 0.0
+                    for n, v in per_source.items():
+                        metrics[f"reward/{n}"] = float(v.float().nanmean())
+                metrics.update(objective.prepare(batch, policy, reference))
+                sums: dict[str, float] = {}
+                n_updates = 0
+                for mb in objective.minibatches(batch):
+                    with accelerator.accumulate(policy.model):
+                        loss, m = objective.loss(policy, mb)
+                        accelerator.backward(loss)
+                        if cfg.optim.max_grad_norm > 0:
+                            gn = accelerator.clip_grad_norm_(policy.model.parameters(), cfg.optim.max_grad_norm)
+                            m["optim/grad_norm"] = float(gn)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n_updates += 1
+                scheduler.step()
+                metrics.update({k: v / max(n_updates, 1) for k, v in sums.items()})
+                dt = time.perf_counter() - t0
+                tokens = float(batch["mask"].sum())
+                metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "perf/tokens_per_s": tokens / dt,
+                                "completion/length": tokens / max(len(batch), 1),
+                                "optim/lr": scheduler.get_last_lr()[0]})
+                if step % 10 == 1 and "completion" in batch.meta:
+                    text = batch.meta["completion"][0]
+                    samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
+                                    "completion": text, "correct": bool(env.is_correct(batch.meta["task"][0], text))
+                                    if hasattr(env, "is_correct") else None})
+                last.update(metrics)
+                if tracker:
+                    tracker.log_metrics(metrics, step)
+                bar.update(step, metrics)
+                stop = any(registry.hook.rlx_step_end(step=step, metrics=metrics)) if main else False
+                if run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps:
+                    run_eval(step)
+                if stop:
+                    break
+            if run_cfg.steps > 0 and hasattr(env, "eval_tasks"):
+                run_eval(step)
+    except KeyboardInterrupt:
+        status, error = "KILLED", "interrupted (Ctrl-C)"
+        raise
+    except RlxError as exc:
+        status, error = "FAILED", str(exc)
+        raise
+    except Exception as exc:
+        status, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        raise RlxError(f"run {run_id} failed: {type(exc).__name__}: {exc}; rerun with --debug for the traceback") from exc
+    finally:
+        policy_dir = ""
+        if main and status == "FINISHED" and run_cfg.save_policy:
+            path = run_dir / "policy"
+            accelerator.wait_for_everyone()
+            policy.save(path)
+            policy_dir = str(path)
+            if tracker and _dir_size(path) < 50 * 2**20:
+                tracker.log_artifacts(path, "policy")
+        if tracker:
+            try:
+                tracker.log_table(samples, "samples/generations.json")
+                tracker.set_tags({"rlx.checkpoint": policy_dir} if policy_dir else {})
+            finally:
+                tracker.close(status)
+        if main and catalog is not None:
+            from datetime import datetime, timezone
+
+            catalog.update_run(run_id, status=status, metrics=last, checkpoint=policy_dir, error=error,
+                               ended_at=datetime.now(timezone.utc))
+        if main:
+            registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
+    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
+
+
+def _version() -> str:
+    from rlx import __version__
+
+    return __version__

@@ -1,0 +1,56 @@
+"""Policy: acts, scores given actions, and saves itself.
+
+An LM policy generates completions for prompts and returns per-token log-probs of given
+completions; a control policy (later) samples actions for observations. Both expose the
+trainable ``model`` (an ``nn.Module``) that the loop hands to accelerate.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlx.batch import Batch
+
+
+class Policy(ABC):
+    kind: ClassVar[str] = "lm"
+    model: "torch.nn.Module"
+
+    def __init__(self, config: BaseModel, **kwargs: Any):
+        self.config = config
+
+    @abstractmethod
+    def log_probs(self, batch: "Batch", *, entropy: bool = False) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+        """Per-position log-probs ``[B, T]`` of ``batch['actions']`` under this policy, and
+        the per-position entropy when asked (else None)."""
+
+    @abstractmethod
+    def reference(self) -> "Policy":
+        """A frozen copy (no gradients, eval mode) for KL penalties."""
+
+    @abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the policy so that its native library can load it back."""
+
+
+class LMPolicy(Policy):
+    """A language-model policy."""
+
+    kind: ClassVar[str] = "lm"
+
+    @abstractmethod
+    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 greedy: bool = False) -> "Batch":
+        """Complete each prompt once; returns ``input_ids``, ``attention_mask``, ``actions``,
+        ``mask`` and meta ``prompt``, ``completion``, ``token_ends``."""
+
+    @abstractmethod
+    def encode(self, prompts: list[str], completions: list[str]) -> "Batch":
+        """Teacher-forcing batch of given completions, same keys as ``generate``."""

@@ -1,0 +1,49 @@
+"""Turning tasks into batches: rollouts from the policy, demonstrations from the
+environment, and greedy evaluation on the held-out split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlx.batch import Batch
+from rlx.environment import Environment, Task
+
+
+def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_new_tokens: int,
+            temperature: float) -> Batch:
+    """One training batch: ``n_tasks`` tasks, ``objective.group_size`` samples each."""
+    tasks = env.sample(n_tasks)
+    if objective.data == "demonstrations":
+        batch = policy.encode([t["prompt"] for t in tasks], [env.demonstration(t) for t in tasks])
+        group = list(range(len(tasks)))
+    else:
+        g = objective.group_size
+        tasks = [t for t in tasks for _ in range(g)]
+        group = [i // g for i in range(len(tasks))]
+        batch = policy.generate([t["prompt"] for t in tasks], max_new_tokens=max_new_tokens,
+                                temperature=temperature)
+    batch.meta["task"] = tasks
+    batch["group"] = torch.tensor(group, device=batch["mask"].device)
+    return batch
+
+
+def evaluate(env: Any, policy: Any, *, max_new_tokens: int, chunk: int = 256,
+             keep: int = 8) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy accuracy on the held-out split, and the first ``keep`` generations."""
+    tasks: list[Task] = env.eval_tasks()
+    correct = 0
+    rows: list[dict[str, Any]] = []
+    lengths = 0.0
+    for start in range(0, len(tasks), chunk):
+        part = tasks[start:start + chunk]
+        batch = policy.generate([t["prompt"] for t in part], max_new_tokens=max_new_tokens, greedy=True)
+        lengths += float(batch["mask"].sum())
+        for t, text in zip(part, batch.meta["completion"]):
+            ok = env.is_correct(t, text)
+            correct += ok
+            if len(rows) < keep:
+                rows.append({"prompt": t["prompt"], "completion": text, "correct": bool(ok)})
+    n = max(len(tasks), 1)
+    return {"eval/accuracy": correct / n, "eval/completion_length": lengths / n}, rows

@@ -1,0 +1,117 @@
+"""MLflow tracking: one run per ``rlx run``; metrics buffered and sent with ``log_batch``
+from a background thread so the training loop never waits on the store."""
+
+from __future__ import annotations
+
+import json
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rlx.errors import RlxError
+
+_FLUSH_EVERY_S = 1.0
+_MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
+                 params: dict[str, Any], artifact_root: Path | None = None):
+        import logging
+
+        # MLflow's own INFO lines (schema migrations, ...) would bury the run's output
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = (artifact_root / experiment).as_uri() if artifact_root else None
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
+            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        except Exception as exc:
+            raise RlxError(f"cannot reach the MLflow store '{uri}': {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}; check --tracking-uri or "
+                           "MLFLOW_TRACKING_URI") from None
+        self._log_params(params)
+        self._queue: queue.Queue[tuple[str, float, int, int] | None] = queue.Queue()
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
+        self._thread.start()
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
+
+    def _drain(self) -> None:
+        from mlflow.entities import Metric
+
+        pending: list[Metric] = []
+        last = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=_FLUSH_EVERY_S)
+            except queue.Empty:
+                item = ()  # type: ignore[assignment]
+            done = item is None
+            if item:
+                pending.append(Metric(*item))
+            if pending and (done or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
+                try:
+                    self.client.log_batch(self.run_id, metrics=pending[:_MAX_BATCH])
+                    del pending[:_MAX_BATCH]
+                except Exception as exc:  # keep training; report at close
+                    self._error = exc
+                    pending.clear()
+                last = time.monotonic()
+                if done and pending:
+                    continue
+            if done and not pending:
+                return
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        for k, v in metrics.items():
+            self._queue.put((k, float(v), ts, step))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        data = {c: [r.get(c) for r in rows] for c in columns}
+        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_figure_json(self, obj: Any, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / Path(artifact_file).name
+            p.write_text(json.dumps(obj, indent=2))
+            self.client.log_artifact(self.run_id, str(p), str(Path(artifact_file).parent) or None)
+
+    def close(self, status: str) -> None:
+        """Flush every metric, then mark the run FINISHED, FAILED or KILLED."""
+        self._queue.put(None)
+        self._thread.join(timeout=120)
+        self.client.set_terminated(self.run_id, status=status)
+        if self._error is not None:
+            raise RlxError(f"some metrics could not be sent to MLflow: {self._error}")

@@ -1,0 +1,10 @@
+"""Objective ``grpo``: Group Relative Policy Optimization (and its Dr. GRPO, DAPO, GSPO variants)."""
+
+from rlx.hookspecs import hookimpl
+from rlx.plugins.grpo.config import GRPOConfig
+
+
+@hookimpl
+def rlx_register_objectives(register):
+    register("grpo", "rlx.plugins.grpo.objective:GRPO", config=GRPOConfig, accepts=("text",),
+             data="rollouts", description="Group-relative policy optimization with outcome or process rewards")

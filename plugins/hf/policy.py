@@ -1,0 +1,156 @@
+"""A transformers causal LM as an rlx policy."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rlx.batch import Batch
+from rlx.errors import UsageError
+from rlx.policy import LMPolicy
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # accelerate/DDP wrap the module; generation and saving want the plain model
+    return getattr(model, "module", model)
+
+
+class HFPolicy(LMPolicy):
+    kind = "lm"
+
+    def __init__(self, config: Any, *, model: torch.nn.Module | None = None, tokenizer: Any = None, **kwargs: Any):
+        super().__init__(config)
+        if model is None or tokenizer is None:
+            model, tokenizer = self._load(config)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model
+        self.tokenizer = tokenizer
+        self._pieces: dict[int, str] = {}
+
+    @staticmethod
+    def _load(config: Any) -> tuple[torch.nn.Module, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not config.model:
+            raise UsageError("policy 'hf' needs a model: --set policy.model=<hub id or local directory>")
+        local = Path(config.model).expanduser()
+        source = str(local) if local.exists() else config.model
+        dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
+        try:
+            tok = AutoTokenizer.from_pretrained(source, revision=config.revision,
+                                                trust_remote_code=config.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(source, revision=config.revision, dtype=dtype,
+                                                         trust_remote_code=config.trust_remote_code)
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"cannot load policy.model '{config.model}': {first}; pass a local directory "
+                             "written by save_pretrained or a reachable hub id") from None
+        return model, tok
+
+    # -- helpers -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _token_ends(self, ids: list[int], text: str) -> list[int]:
+        """Character offset just past each token, so rewards can be placed on tokens."""
+        pieces = []
+        for t in ids:
+            if t not in self._pieces:
+                self._pieces[t] = self.tokenizer.decode([t], skip_special_tokens=True)
+            pieces.append(self._pieces[t])
+        if "".join(pieces) != text:
+            # tokenizers whose single-token decode drops spaces: fall back to prefix decoding
+            return [len(self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+        ends, pos = [], 0
+        for p in pieces:
+            pos += len(p)
+            ends.append(pos)
+        return ends
+
+    def _finish(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor,
+                prompts: list[str]) -> Batch:
+        eos = self.tokenizer.eos_token_id
+        is_eos = completion == eos
+        # tokens after the first EOS do not count; the EOS itself does (it is an action)
+        after = (is_eos.cumsum(-1) - is_eos.long()) > 0
+        mask = (~after).float()
+        completion = completion.masked_fill(after, self.tokenizer.pad_token_id)
+        texts, ends = [], []
+        for row, m in zip(completion.tolist(), mask.tolist()):
+            ids = [t for t, keep in zip(row, m) if keep and t != eos]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            texts.append(text)
+            ends.append(self._token_ends(ids, text))
+        batch = Batch(
+            {"input_ids": torch.cat([prompt_ids, completion], 1),
+             "attention_mask": torch.cat([prompt_mask, mask.long()], 1),
+             "actions": completion, "mask": mask},
+            {"prompt": list(prompts), "completion": texts, "token_ends": ends},
+        )
+        return batch
+
+    # -- interface -----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
+                 greedy: bool = False) -> Batch:
+        model = _unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs: dict[str, Any] = {"do_sample": False} if greedy else {
+            "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                             eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+        model.train(was_training)
+        P = enc["input_ids"].shape[1]
+        return self._finish(enc["input_ids"], enc["attention_mask"], out[:, P:], prompts)
+
+    def encode(self, prompts: list[str], completions: list[str]) -> Batch:
+        tok = self.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        rows = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+        T = max(len(r) for r in rows)
+        comp = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            comp[i, : len(r)] = torch.tensor(r)
+        # a pad id equal to EOS would be read as an early end; mark the real ends explicitly
+        batch = self._finish(enc["input_ids"], enc["attention_mask"], comp, prompts)
+        lengths = torch.tensor([len(r) for r in rows])
+        batch["mask"] = (torch.arange(T)[None, :] < lengths[:, None]).float()
+        batch["attention_mask"] = torch.cat([enc["attention_mask"], batch["mask"].long()], 1)
+        return batch.to(self.device)
+
+    def log_probs(self, batch: Batch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids, attn, actions = batch["input_ids"], batch["attention_mask"], batch["actions"]
+        T = actions.shape[1]
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        try:
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=T + 1)
+        except TypeError:  # models without logits_to_keep
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=position_ids)
+        logits = out.logits[:, -(T + 1):-1].float()
+        lse = torch.logsumexp(logits, dim=-1)
+        logp = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - lse
+        ent = None
+        if entropy:
+            with torch.no_grad():
+                ent = lse - (F.softmax(logits, dim=-1) * logits).sum(-1)
+        return logp, ent
+
+    def reference(self) -> "HFPolicy":
+        ref = copy.copy(self)
+        ref.model = copy.deepcopy(_unwrap(self.model)).eval().requires_grad_(False)
+        return ref
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        _unwrap(self.model).save_pretrained(path)
+        self.tokenizer.save_pretrained(path)

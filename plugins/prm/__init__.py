@@ -1,0 +1,10 @@
+"""Reward ``prm``: process reward, one score per reasoning step at the step's last token."""
+
+from rlx.hookspecs import hookimpl
+from rlx.plugins.prm.config import PRMConfig
+
+
+@hookimpl
+def rlx_register_rewards(register):
+    register("prm", "rlx.plugins.prm.reward:PRM", config=PRMConfig, granularity="process",
+             description="Process reward per step (rule backend: the environment's step checker)")

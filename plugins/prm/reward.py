@@ -1,0 +1,85 @@
+"""PRM: scores each step, places the score on the step's last token.
+
+The two refinements are from "On Designing Effective RL Reward at Training Time for LLM
+Reasoning" (Gao et al., 2024): both keep a policy from farming reward by writing more
+steps. ``clip`` makes every step reward <= 0; ``delta`` makes the sum of step rewards
+from any step on equal that step's own score.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from rlx.batch import Batch
+from rlx.environment import TextEnvironment
+from rlx.errors import UsageError
+from rlx.reward import RewardSource
+
+
+def refine(scores: list[float], how: str, threshold: float = 0.5) -> list[float]:
+    if how == "clip":
+        return [min(s - threshold, 0.0) for s in scores]
+    if how == "delta":
+        return [scores[i] - scores[i + 1] for i in range(len(scores) - 1)] + scores[-1:]
+    return list(scores)
+
+
+def aggregate(scores: list[float], how: str) -> float:
+    if not scores:
+        return math.nan
+    if how == "min":
+        return min(scores)
+    if how == "product":
+        return math.prod(scores)
+    if how == "last":
+        return scores[-1]
+    return sum(scores) / len(scores)
+
+
+def token_index(token_ends: list[int], char_end: int) -> int:
+    """The token that holds the character just before ``char_end``."""
+    for i, end in enumerate(token_ends):
+        if end >= char_end:
+            return i
+    return max(len(token_ends) - 1, 0)
+
+
+class PRM(RewardSource):
+    def __init__(self, config: Any, *, env: Any = None, name: str = "prm"):
+        super().__init__(config, env=env, name=name)
+        self.granularity = config.granularity
+        checker = getattr(type(env), "check_steps", None)
+        if config.backend == "rule" and (checker is None or checker is TextEnvironment.check_steps):
+            raise UsageError(f"reward 'prm' with backend 'rule' needs an environment with a step checker "
+                             f"('{type(env).__name__}' has none); use --env arithmetic")
+        self._summary: torch.Tensor | None = None
+
+    def step_scores(self, task: dict, completion: str) -> tuple[list[int], list[float]]:
+        verdicts = self.env.check_steps(task, completion) or []
+        if not verdicts:  # nothing that reads as a step: one failed step over the whole text
+            return [len(completion)], [self.config.incorrect]
+        ends = [v.end for v in verdicts]
+        return ends, [self.config.correct if v.correct else self.config.incorrect for v in verdicts]
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        cfg = self.config
+        B, T = batch["mask"].shape
+        dense = torch.full((B, T), math.nan)
+        summary = []
+        for i, (task, text, ends_tok) in enumerate(zip(batch.meta["task"], batch.meta["completion"],
+                                                      batch.meta["token_ends"])):
+            ends, scores = self.step_scores(task, text)
+            summary.append(aggregate(scores, cfg.aggregation))
+            if cfg.granularity == "process":
+                for end, s in zip(ends, refine(scores, cfg.refinement, cfg.clip_threshold)):
+                    j = token_index(ends_tok, end)
+                    # two steps ending on one token (degenerate text) add up
+                    dense[i, j] = s if math.isnan(dense[i, j]) else dense[i, j] + s
+        self._summary = torch.tensor(summary)
+        return dense if cfg.granularity == "process" else self._summary.clone()
+
+    def summarize(self, scores: torch.Tensor) -> torch.Tensor:
+        return self._summary if self._summary is not None else super().summarize(scores)
