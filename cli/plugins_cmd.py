@@ -52,7 +52,8 @@ def show(name: str = typer.Argument(..., help="A plugin (family) or component na
     if not specs:
         info = reg.plugins.get(name)
         if info is not None and info.status != "ok":
-            raise UsageError(f"plugin '{name}' is {info.status}{': ' + info.error if info.error else ''}")
+            why = "disabled by RLX_DISABLE_PLUGINS" if info.status == "disabled" else f"failed to load: {info.error}"
+            raise UsageError(f"plugin '{name}' is {why}")
         import difflib
 
         known = sorted({s.name for k in reg.components.values() for s in k.values()} | set(reg.plugins))

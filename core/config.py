@@ -41,11 +41,12 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_new_tokens: int = Field(48, ge=1, description="Completion length limit during training and evaluation.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for training rollouts (evaluation is greedy).")
+    min_new_tokens: int = Field(0, ge=0, description="Suppress EOS before this many tokens (fixed-length benchmarks).")
 
 
 class OptimSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(5e-4, gt=0, description="AdamW learning rate.")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping by global norm (0: off).")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")

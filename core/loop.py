@@ -173,7 +173,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
             for step in range(1, run_cfg.steps + 1):
                 t0 = time.perf_counter()
                 batch = collect(env, policy, objective, run_cfg.batch_size, max_new_tokens=gen.max_new_tokens,
-                                temperature=gen.temperature)
+                                temperature=gen.temperature, min_new_tokens=gen.min_new_tokens)
                 t_gen = time.perf_counter() - t0
                 metrics: dict[str, float] = {}
                 if rewards:

@@ -47,7 +47,7 @@ class LMPolicy(Policy):
 
     @abstractmethod
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = False) -> "Batch":
+                 greedy: bool = False, min_new_tokens: int = 0) -> "Batch":
         """Complete each prompt once; returns ``input_ids``, ``attention_mask``, ``actions``,
         ``mask`` and meta ``prompt``, ``completion``, ``token_ends``."""
 

@@ -12,7 +12,7 @@ from rlx.environment import Environment, Task
 
 
 def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_new_tokens: int,
-            temperature: float) -> Batch:
+            temperature: float, min_new_tokens: int = 0) -> Batch:
     """One training batch: ``n_tasks`` tasks, ``objective.group_size`` samples each."""
     tasks = env.sample(n_tasks)
     if objective.data == "demonstrations":
@@ -23,7 +23,7 @@ def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_
         tasks = [t for t in tasks for _ in range(g)]
         group = [i // g for i in range(len(tasks))]
         batch = policy.generate([t["prompt"] for t in tasks], max_new_tokens=max_new_tokens,
-                                temperature=temperature)
+                                temperature=temperature, min_new_tokens=min_new_tokens)
     batch.meta["task"] = tasks
     batch["group"] = torch.tensor(group, device=batch["mask"].device)
     return batch

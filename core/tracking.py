@@ -22,10 +22,12 @@ class Tracker:
                  params: dict[str, Any], artifact_root: Path | None = None):
         import logging
 
-        # MLflow's own INFO lines (schema migrations, ...) would bury the run's output
+        from mlflow.tracking import MlflowClient
+
+        # MLflow's own INFO lines (schema migrations, ...) would bury the run's output;
+        # set after the import, which configures mlflow's loggers
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri

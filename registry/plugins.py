@@ -94,7 +94,12 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self.components: dict[str, dict[str, ComponentSpec]] = {k: {} for k in KINDS}
         blocked = disabled_plugins() if disabled is None else disabled
-        for ep in sorted(eps if eps is not None else entry_points(group="rlx"), key=lambda e: e.name):
+        # built-ins first, so a third-party name clash is reported on the newcomer
+        def order(ep: EntryPoint) -> tuple[bool, str]:
+            dist = getattr(ep, "dist", None)
+            return (dist is None or dist.name != "rlx", ep.name)
+
+        for ep in sorted(eps if eps is not None else entry_points(group="rlx"), key=order):
             self._load(ep, blocked)
         for kind in KINDS:
             self._collect(kind)
@@ -170,7 +175,12 @@ class Registry:
         close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         available = ", ".join(sorted(specs)) or "none installed"
-        raise UsageError(f"unknown {kind} '{name}' for {flag}; {hint}available: {available}")
+        # a disabled or broken plugin may be the one that would have registered this name
+        off = [i.name for i in self.plugins.values() if i.status == "disabled"]
+        broken = [i.name for i in self.plugins.values() if i.status == "error"]
+        extra = (f"; disabled plugins: {', '.join(off)}" if off else "") + (
+            f"; plugins that failed to load: {', '.join(broken)}" if broken else "")
+        raise UsageError(f"unknown {kind} '{name}' for {flag}; {hint}available: {available}{extra}")
 
     def add_commands(self, app: Any) -> None:
         for impl in self.pm.hook.rlx_register_commands.get_hookimpls():

@@ -14,6 +14,16 @@ from rlx.errors import UsageError
 from rlx.policy import LMPolicy
 
 
+def _quiet_transformers() -> None:
+    # rlx draws its own progress bar; transformers' per-load and per-save bars are noise
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+_quiet_transformers()
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     # accelerate/DDP wrap the module; generation and saving want the plain model
     return getattr(model, "module", model)
@@ -99,14 +109,14 @@ class HFPolicy(LMPolicy):
     # -- interface -----------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = False) -> Batch:
+                 greedy: bool = False, min_new_tokens: int = 0) -> Batch:
         model = _unwrap(self.model)
         was_training = model.training
         model.eval()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         kwargs: dict[str, Any] = {"do_sample": False} if greedy else {
             "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                              eos_token_id=self.tokenizer.eos_token_id, **kwargs)
         model.train(was_training)
         P = enc["input_ids"].shape[1]

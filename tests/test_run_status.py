@@ -1,0 +1,85 @@
+"""Honest status: a raising run ends FAILED, Ctrl-C ends KILLED, in MLflow and the catalog."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from _cli import cli_env, make_plugin, rlx
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--set", "run.batch_size=2", "--set", "objective.num_generations=2", "--set", "run.eval_every=0",
+         "--set", "env.eval_size=16", "--set", "generation.max_new_tokens=24", "--no-progress"]
+
+FAULTY = textwrap.dedent('''
+    import torch
+    from rlx.hookspecs import hookimpl
+    from rlx.reward import RewardSource
+
+    class Faulty(RewardSource):
+        calls = 0
+        def score(self, batch):
+            Faulty.calls += 1
+            if Faulty.calls >= 2:
+                raise RuntimeError("scorer crashed on purpose")
+            return torch.zeros(len(batch))
+
+    @hookimpl
+    def rlx_register_rewards(register):
+        register("faulty", Faulty, granularity="outcome")
+''')
+
+
+def _mlflow_status(home, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0].info.status
+
+
+def test_exception_ends_failed(tmp_path):
+    site = make_plugin(tmp_path / "site", "faulty", FAULTY)
+    proc = rlx("run", "--reward", "faulty", "--steps", "5", "--experiment", "fail", *SMALL, home=tmp_path,
+               paths=[site])
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "scorer crashed on purpose" in lines[0] and "Traceback" not in proc.stderr
+    assert _mlflow_status(tmp_path, "fail") == "FAILED"
+    runs = json.loads(rlx("runs", "list", "--json", home=tmp_path, paths=[site]).stdout)
+    assert runs[0]["status"] == "FAILED" and "scorer crashed" in runs[0]["error"]
+
+
+def test_ctrl_c_ends_killed(tmp_path):
+    cmd = [sys.executable, "-m", "rlx.cli.main", "run", "--reward", "verifier", "--steps", "100000",
+           "--experiment", "kill", *SMALL]
+    proc = subprocess.Popen(cmd, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "catalog.db"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    if con.execute("select count(*) from runs").fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.5)
+    time.sleep(3)  # a few training steps
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KILLED" in err
+    assert _mlflow_status(tmp_path, "kill") == "KILLED"
+    runs = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)
+    assert runs[0]["status"] == "KILLED"
