@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a broken registry must not take the CLI down
         typer.echo(f"warning: plugin commands unavailable: {exc}", err=True)
     try:
-        app(args=args, prog_name="rlx", standalone_mode=False)
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns exit codes
+        code = app(args=args, prog_name="rlx", standalone_mode=False)
+        if code == 130:
+            _fail("interrupted; the run was marked KILLED", 130)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

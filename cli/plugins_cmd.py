@@ -19,14 +19,15 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from rlx.cli.output import console
 
     table = Table("name", "kind", "family", "version", "status", "description")
     for r in rows:
         style = "red" if r["status"].startswith("error") else ("dim" if r["status"] == "disabled" else None)
         table.add_row(r["name"], r["kind"], r["family"], r["version"], r["status"], r["description"], style=style)
-    Console().print(table)
+    console().print(table)
 
 
 def _type_name(annotation: typing.Any) -> str:
@@ -69,10 +70,11 @@ def show(name: str = typer.Argument(..., help="A plugin (family) or component na
     if as_json:
         typer.echo(json.dumps(out, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from rlx.cli.output import console as make_console
+
+    console = make_console()
     for o in out:
         meta = ", ".join(f"{k}={v}" for k, v in o["meta"].items())
         console.print(f"[bold]{o['kind']} {o['name']}[/bold] (plugin {o['family']} {o['version']}) {meta}")

@@ -42,15 +42,20 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "status", "objective", "rewards", "env", "policy", "seed", "eval/accuracy", "created")
+    from rlx.cli.output import console
+
+    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+    table.add_column("id", no_wrap=True, min_width=12)
+    for col in ("status", "objective", "rewards", "env", "policy", "seed", "accuracy"):
+        table.add_column(col, no_wrap=col in ("status", "seed", "accuracy"))
+    table.add_column("created", no_wrap=True)
     for r in rows:
         acc = r["metrics"].get("eval/accuracy")
         table.add_row(r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"], str(r["seed"]),
-                      f"{acc:.3f}" if acc is not None else "-", r["created_at"])
-    Console().print(table)
+                      f"{acc:.3f}" if acc is not None else "-", r["created_at"][5:16].replace("T", " "))
+    console().print(table)
 
 
 @app.command("show")
@@ -63,9 +68,9 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     if as_json:
         typer.echo(json.dumps(row, indent=2))
         return
-    from rich.console import Console
+    from rlx.cli.output import console
 
-    c = Console()
+    c = console()
     c.print(f"[bold]run {row['id']}[/bold]  {row['name']}  [bold]{row['status']}[/bold]")
     for k in ("objective", "rewards", "env", "policy", "seed", "experiment", "mlflow_run_id", "tracking_uri",
               "checkpoint", "created_at", "ended_at", "command", "error"):

@@ -53,6 +53,7 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
+        self.enabled = enabled
         self.live = enabled and self.console.is_terminal
         self.bar = Progress(
             TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
@@ -74,7 +75,7 @@ class _Progress:
 
     def eval(self, step: int, acc: float) -> None:
         self.bar.update(self.task, acc=f"{acc:.3f}")
-        if not self.live:
+        if self.enabled:  # printed above a live bar, so the accuracy history stays on screen
             self.console.print(f"step {step}: eval/accuracy={acc:.3f}")
 
 
@@ -232,9 +233,10 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         raise RlxError(f"run {run_id} failed: {type(exc).__name__}: {exc}; rerun with --debug for the traceback") from exc
     finally:
         policy_dir = ""
+        if status == "FINISHED":
+            accelerator.wait_for_everyone()
         if main and status == "FINISHED" and run_cfg.save_policy:
             path = run_dir / "policy"
-            accelerator.wait_for_everyone()
             policy.save(path)
             policy_dir = str(path)
             if tracker and _dir_size(path) < 50 * 2**20:

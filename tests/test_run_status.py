@@ -52,8 +52,9 @@ def test_exception_ends_failed(tmp_path):
     proc = rlx("run", "--reward", "faulty", "--steps", "5", "--experiment", "fail", *SMALL, home=tmp_path,
                paths=[site])
     assert proc.returncode == 1, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "scorer crashed on purpose" in lines[0] and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "scorer crashed on purpose" in errors[0] and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
     assert _mlflow_status(tmp_path, "fail") == "FAILED"
     runs = json.loads(rlx("runs", "list", "--json", home=tmp_path, paths=[site]).stdout)
     assert runs[0]["status"] == "FAILED" and "scorer crashed" in runs[0]["error"]

@@ -1,0 +1,21 @@
+"""Each benchmark script starts and finishes with tiny settings (figures come from the
+full runs documented in benchmarks/README.md, not from tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_grpo_step_smoke(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--steps", "2",
+                           "--prompts", "2", "--generations", "2", "--tokens", "8"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "s/step" in proc.stdout and "tokens/s" in proc.stdout and "peak RSS" in proc.stdout
+    assert "4 completions x 8 tokens" in proc.stdout
