@@ -20,7 +20,6 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
-
     from rlx.cli.output import console
 
     table = Table("name", "kind", "family", "version", "status", "description")
@@ -71,7 +70,6 @@ def show(name: str = typer.Argument(..., help="A plugin (family) or component na
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     from rich.table import Table
-
     from rlx.cli.output import console as make_console
 
     console = make_console()

@@ -43,7 +43,6 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
-
     from rlx.cli.output import console
 
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")

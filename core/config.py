@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from rlx.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):

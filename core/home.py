@@ -22,3 +22,11 @@ def tracking_uri(override: str | None = None) -> str:
 
 def runs_dir() -> Path:
     return home() / "runs"
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Artifacts of a local SQLite store live beside it (``<dir>/mlartifacts``) rather than
+    in whatever directory the run was started from; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts"
+    return None

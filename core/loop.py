@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -79,15 +78,91 @@ class _Progress:
             self.console.print(f"step {step}: eval/accuracy={acc:.3f}")
 
 
+@dataclass
+class Components:
+    """What one run is made of, built from the resolved config."""
+
+    env: Any
+    policy: Any
+    objective: Any
+    rewards: list[Any]
+    reference: Any
+    specs: list[Any]
+
+
+def build(cfg: Resolved, registry: Any) -> Components:
+    names = cfg.names
+    specs = [registry.get("objective", names["objective"]), registry.get("environment", names["env"]),
+             registry.get("policy", names["policy"])]
+    reward_specs = [registry.get("reward", n) for n in cfg.rewards]
+    env = specs[1].build(cfg.env, seed=cfg.run.seed)
+    policy = specs[2].build(cfg.policy)
+    objective = specs[0].build(cfg.objective, max_new_tokens=cfg.generation.max_new_tokens)
+    rewards = [spec.build(c, env=env, name=n) for spec, (n, c) in zip(reward_specs, cfg.rewards.items())]
+    reference = policy.reference() if objective.needs_reference else None
+    return Components(env, policy, objective, rewards, reference, specs + reward_specs)
+
+
+def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device: str) -> dict[str, str]:
+    names = cfg.names
+    tags = {
+        "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
+        "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(cfg.run.seed),
+        "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
+        "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": device,
+        "mlflow.source.name": "rlx",
+    }
+    tags.update({f"rlx.plugin.{spec.plugin}": spec.version for spec in parts.specs})
+    return tags
+
+
+def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: Any, scheduler: Any) -> tuple[Any, dict[str, float]]:
+    """collect -> score -> objective -> optimizer, once. Returns the batch and its metrics."""
+    from rlx.reward import combine
+    from rlx.rollout import collect
+
+    gen = cfg.generation
+    t0 = time.perf_counter()
+    batch = collect(parts.env, parts.policy, parts.objective, cfg.run.batch_size, max_new_tokens=gen.max_new_tokens,
+                    temperature=gen.temperature, min_new_tokens=gen.min_new_tokens)
+    t_gen = time.perf_counter() - t0
+    metrics: dict[str, float] = {}
+    if parts.rewards:
+        per_source = combine(parts.rewards, batch)
+        total = batch["rewards"].sum(-1)
+        metrics["reward/mean"] = float(total.mean())
+        metrics["reward/std"] = float(total.std()) if len(total) > 1 else 0.0
+        metrics.update({f"reward/{n}": float(v.float().nanmean()) for n, v in per_source.items()})
+    metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
+    sums: dict[str, float] = {}
+    updates = 0
+    model = parts.policy.model
+    for mb in parts.objective.minibatches(batch):
+        loss, m = parts.objective.loss(parts.policy, mb)
+        accelerator.backward(loss)
+        if cfg.optim.max_grad_norm > 0:
+            m["optim/grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        updates += 1
+    scheduler.step()
+    metrics.update({k: v / max(updates, 1) for k, v in sums.items()})
+    dt = time.perf_counter() - t0
+    tokens = float(batch["mask"].sum())
+    metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "perf/tokens_per_s": tokens / dt,
+                    "completion/length": tokens / max(len(batch), 1), "optim/lr": scheduler.get_last_lr()[0]})
+    return batch, metrics
+
+
 def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "",
           tracking_uri: str | None = None, progress: bool = True) -> RunResult:
     """Run one experiment end to end and return its final metrics."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from rlx.reward import combine
-    from rlx.rollout import collect, evaluate
+    from rlx.rollout import evaluate
 
     run_cfg, gen = cfg.run, cfg.generation
     if run_cfg.threads:
@@ -96,52 +171,28 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
     accelerator = Accelerator(cpu=run_cfg.device == "cpu")
     set_seed(run_cfg.seed)
-
-    specs = {
-        "objective": registry.get("objective", cfg.names["objective"]),
-        "env": registry.get("environment", cfg.names["env"]),
-        "policy": registry.get("policy", cfg.names["policy"]),
-    }
-    reward_specs = {n: registry.get("reward", n) for n in cfg.rewards}
-    env = specs["env"].build(cfg.env, seed=run_cfg.seed)
-    policy = specs["policy"].build(cfg.policy)
-    objective = specs["objective"].build(cfg.objective, max_new_tokens=gen.max_new_tokens)
-    rewards = [reward_specs[n].build(c, env=env, name=n) for n, c in cfg.rewards.items()]
-    reference = policy.reference() if objective.needs_reference else None
+    parts = build(cfg, registry)
+    env, policy = parts.env, parts.policy
 
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     warm = cfg.optim.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     policy.model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
-    if reference is not None:
-        reference.model.to(accelerator.device)
+    if parts.reference is not None:
+        parts.reference.model.to(accelerator.device)
 
     run_id = uuid.uuid4().hex[:12]
-    run_dir = rlx_home.runs_dir() / run_id
     names = cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
     config_dict = cfg.to_dict()
-    tags = {
-        "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
-        "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(run_cfg.seed),
-        "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
-        "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": str(accelerator.device),
-        "mlflow.source.name": "rlx",
-    }
-    for key, spec in specs.items():
-        tags[f"rlx.plugin.{spec.plugin}"] = spec.version
-    for spec in reward_specs.values():
-        tags[f"rlx.plugin.{spec.plugin}"] = spec.version
-
+    tags = run_tags(cfg, parts, run_id, command, str(accelerator.device))
     main = accelerator.is_main_process
     tracker = None
-    uri = rlx_home.tracking_uri(tracking_uri)
-    if main:
+    if main:  # only rank 0 talks to MLflow and the catalog
         from rlx.tracking import Tracker
 
-        artifact_root = rlx_home.home() / "mlartifacts" if uri.startswith("sqlite:///") and not (
-            tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")) else None
-        tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict), artifact_root)
+        uri = rlx_home.tracking_uri(tracking_uri)
+        tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict), rlx_home.artifact_root(uri))
         tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
         if catalog is not None:
             from rlx.registry.catalog import RunRecord
@@ -158,6 +209,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     samples: list[dict[str, Any]] = []
     last: dict[str, float] = {}
     status, error = "FINISHED", ""
+    can_eval = hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
 
     def run_eval(step: int) -> None:
         m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
@@ -167,60 +219,28 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
             tracker.log_metrics(m, step)
         bar.eval(step, m["eval/accuracy"])
 
+    step = 0
     try:
         with _Progress(run_cfg.steps, enabled=progress and main) as bar:
-            if hasattr(env, "eval_tasks") and hasattr(env, "is_correct"):
+            if can_eval:
                 run_eval(0)
             for step in range(1, run_cfg.steps + 1):
-                t0 = time.perf_counter()
-                batch = collect(env, policy, objective, run_cfg.batch_size, max_new_tokens=gen.max_new_tokens,
-                                temperature=gen.temperature, min_new_tokens=gen.min_new_tokens)
-                t_gen = time.perf_counter() - t0
-                metrics: dict[str, float] = {}
-                if rewards:
-                    per_source = combine(rewards, batch)
-                    total = batch["rewards"].sum(-1)
-                    metrics["reward/mean"] = float(total.mean())
-                    metrics["reward/std"] = float(total.std()) if len(total) > 1 else 0.0
-                    for n, v in per_source.items():
-                        metrics[f"reward/{n}"] = float(v.float().nanmean())
-                metrics.update(objective.prepare(batch, policy, reference))
-                sums: dict[str, float] = {}
-                n_updates = 0
-                for mb in objective.minibatches(batch):
-                    with accelerator.accumulate(policy.model):
-                        loss, m = objective.loss(policy, mb)
-                        accelerator.backward(loss)
-                        if cfg.optim.max_grad_norm > 0:
-                            gn = accelerator.clip_grad_norm_(policy.model.parameters(), cfg.optim.max_grad_norm)
-                            m["optim/grad_norm"] = float(gn)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    for k, v in m.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    n_updates += 1
-                scheduler.step()
-                metrics.update({k: v / max(n_updates, 1) for k, v in sums.items()})
-                dt = time.perf_counter() - t0
-                tokens = float(batch["mask"].sum())
-                metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "perf/tokens_per_s": tokens / dt,
-                                "completion/length": tokens / max(len(batch), 1),
-                                "optim/lr": scheduler.get_last_lr()[0]})
-                if step % 10 == 1 and "completion" in batch.meta:
+                batch, metrics = train_step(parts, cfg, accelerator, optimizer, scheduler)
+                if step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
                     text = batch.meta["completion"][0]
                     samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
-                                    "completion": text, "correct": bool(env.is_correct(batch.meta["task"][0], text))
-                                    if hasattr(env, "is_correct") else None})
+                                    "completion": text,
+                                    "correct": bool(env.is_correct(batch.meta["task"][0], text)) if can_eval else None})
                 last.update(metrics)
                 if tracker:
                     tracker.log_metrics(metrics, step)
                 bar.update(step, metrics)
-                stop = any(registry.hook.rlx_step_end(step=step, metrics=metrics)) if main else False
-                if run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps:
-                    run_eval(step)
+                stop = main and any(registry.hook.rlx_step_end(step=step, metrics=metrics))
                 if stop:
                     break
-            if run_cfg.steps > 0 and hasattr(env, "eval_tasks"):
+                if run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps and can_eval:
+                    run_eval(step)
+            if step > 0 and can_eval:
                 run_eval(step)
     except KeyboardInterrupt:
         status, error = "KILLED", "interrupted (Ctrl-C)"
@@ -230,31 +250,39 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         raise
     except Exception as exc:
         status, error = "FAILED", f"{type(exc).__name__}: {exc}"
-        raise RlxError(f"run {run_id} failed: {type(exc).__name__}: {exc}; rerun with --debug for the traceback") from exc
+        raise RlxError(f"run {run_id} failed: {error}; rerun with --debug for the traceback") from exc
     finally:
-        policy_dir = ""
-        if status == "FINISHED":
-            accelerator.wait_for_everyone()
-        if main and status == "FINISHED" and run_cfg.save_policy:
-            path = run_dir / "policy"
-            policy.save(path)
-            policy_dir = str(path)
-            if tracker and _dir_size(path) < 50 * 2**20:
-                tracker.log_artifacts(path, "policy")
-        if tracker:
-            try:
-                tracker.log_table(samples, "samples/generations.json")
-                tracker.set_tags({"rlx.checkpoint": policy_dir} if policy_dir else {})
-            finally:
-                tracker.close(status)
-        if main and catalog is not None:
-            from datetime import datetime, timezone
+        policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last, samples,
+                             rlx_home.runs_dir() / run_id / "policy" if run_cfg.save_policy else None)
+    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
 
+
+def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry: Any, run_id: str, status: str,
+            error: str, last: dict[str, float], samples: list[dict[str, Any]], save_to: Path | None) -> str:
+    """Save the policy, flush tracking and record the final status, whatever happened."""
+    from datetime import datetime, timezone
+
+    policy_dir = ""
+    if status == "FINISHED":
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process and save_to is not None:
+            policy.save(save_to)
+            policy_dir = str(save_to)
+            if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
+                tracker.log_artifacts(save_to, "policy")
+    if tracker:
+        try:
+            tracker.log_table(samples, "samples/generations.json")
+            if policy_dir:
+                tracker.set_tags({"rlx.checkpoint": policy_dir})
+        finally:
+            tracker.close(status)
+    if accelerator.is_main_process:
+        if catalog is not None:
             catalog.update_run(run_id, status=status, metrics=last, checkpoint=policy_dir, error=error,
                                ended_at=datetime.now(timezone.utc))
-        if main:
-            registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
-    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
+        registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
+    return policy_dir
 
 
 def _version() -> str:

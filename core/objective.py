@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import torch
-
     from rlx.batch import Batch
     from rlx.policy import Policy
 

@@ -9,9 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlmodel import Field, Session, SQLModel, create_engine, select
-
 from rlx.errors import RlxError, UsageError
+from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 
 def _now() -> datetime:

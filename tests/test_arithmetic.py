@@ -10,7 +10,6 @@ import sys
 
 import pytest
 from pydantic import ValidationError
-
 from rlx.errors import ConfigError
 from rlx.plugins.arithmetic import problems
 from rlx.plugins.arithmetic.config import ArithmeticConfig

@@ -8,7 +8,6 @@ import textwrap
 from importlib.metadata import EntryPoint, entry_points
 
 import pytest
-
 from rlx.errors import UsageError
 from rlx.registry import Registry
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
-
 from rlx.batch import Batch
 from rlx.objective import Objective
 from rlx.policy import Policy

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.policy import LMPolicy

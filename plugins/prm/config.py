@@ -1,7 +1,6 @@
 from typing import Literal
 
 from pydantic import Field
-
 from rlx.reward import RewardConfig
 
 

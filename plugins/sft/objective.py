@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from rlx.batch import Batch
 from rlx.objective import Objective
 from rlx.policy import Policy
