@@ -45,9 +45,20 @@ def test_reference_is_frozen_copy(policy):
 
 
 def test_run_with_local_directory(tmp_path):
+    # also: MLFLOW_TRACKING_URI sends the run to another store, RLX_HOME keeps the catalog
+    store = tmp_path / "elsewhere" / "store.db"
+    store.parent.mkdir()
+    uri = f"sqlite:///{store}"
     proc = rlx("run", "--policy", "hf", "--set", f"policy.model={CHECKPOINT}", "--reward", "verifier",
                "--steps", "2", "--set", "run.batch_size=2", "--set", "objective.num_generations=2",
-               "--set", "run.eval_every=0", "--set", "env.eval_size=8", "--no-progress", home=tmp_path)
+               "--set", "run.eval_every=0", "--set", "env.eval_size=8", "--no-progress", home=tmp_path,
+               MLFLOW_TRACKING_URI=uri)
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)
-    assert runs[0]["policy"] == "hf" and runs[0]["status"] == "FINISHED"
+    assert runs[0]["policy"] == "hf" and runs[0]["status"] == "FINISHED" and runs[0]["tracking_uri"] == uri
+    assert store.exists() and not (tmp_path / "mlflow.db").exists()
+    assert (store.parent / "mlartifacts").is_dir()  # artifacts beside the store, not in the cwd
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(runs[0]["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["rlx.policy"] == "hf"
