@@ -12,6 +12,7 @@ import sys
 
 import click
 import typer
+
 from rlx.cli import plugins_cmd, run_cmd, runs_cmd
 from rlx.errors import RlxError
 

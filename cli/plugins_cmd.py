@@ -20,6 +20,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
+
     from rlx.cli.output import console
 
     table = Table("name", "kind", "family", "version", "status", "description")
@@ -70,6 +71,7 @@ def show(name: str = typer.Argument(..., help="A plugin (family) or component na
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     from rich.table import Table
+
     from rlx.cli.output import console as make_console
 
     console = make_console()

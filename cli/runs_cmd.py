@@ -24,6 +24,7 @@ def _row(r) -> dict:
     return {"id": r.id, "name": r.name, "status": r.status, "objective": r.objective, "rewards": r.rewards,
             "env": r.env, "policy": r.policy, "seed": r.seed, "experiment": r.experiment,
             "mlflow_run_id": r.mlflow_run_id, "tracking_uri": r.tracking_uri, "checkpoint": r.checkpoint,
+            "policy_dir": r.policy_dir, "host": r.host, "pid": r.pid,
             "created_at": r.created_at.isoformat(timespec="seconds"),
             "ended_at": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
             "metrics": r.metrics, "error": r.error, "command": r.command}
@@ -43,6 +44,7 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
+
     from rlx.cli.output import console
 
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
@@ -72,7 +74,7 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     c = console()
     c.print(f"[bold]run {row['id']}[/bold]  {row['name']}  [bold]{row['status']}[/bold]")
     for k in ("objective", "rewards", "env", "policy", "seed", "experiment", "mlflow_run_id", "tracking_uri",
-              "checkpoint", "created_at", "ended_at", "command", "error"):
+              "checkpoint", "policy_dir", "host", "pid", "created_at", "ended_at", "command", "error"):
         if row[k] not in (None, ""):
             c.print(f"  {k:14} {row[k]}")
     metrics = {k: v for k, v in row["metrics"].items() if k in KEY_METRICS}
@@ -80,6 +82,35 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
         c.print("  metrics        " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     c.print("  config")
     c.print_json(json.dumps(row["config"]))
+
+
+@app.command("resume")
+def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+           no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+           debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    """Continue a crashed, killed or failed run from its newest checkpoint, in the same MLflow run."""
+    from rlx import checkpoint, home
+    from rlx.config import resolve
+    from rlx.errors import UsageError
+    from rlx.loop import Resume, train
+    from rlx.registry import get_registry
+
+    catalog = _catalog()
+    rec = catalog.get_run(run_id)
+    if rec.status == "FINISHED":
+        raise UsageError(f"run {rec.id} already FINISHED; nothing to resume (start a new one with `rlx run`)")
+    if rec.status == "RUNNING":
+        raise UsageError(f"run {rec.id} is still running (pid {rec.pid} on {rec.host}); stop it before resuming")
+    ckpt = checkpoint.latest(home.runs_dir() / rec.id / "checkpoints")
+    if ckpt is None:
+        every = rec.config.get("run", {}).get("checkpoint_every")
+        raise UsageError(f"run {rec.id} has no checkpoint to resume from (it stopped before its first one, "
+                         f"run.checkpoint_every={every}); start it again with: {rec.command}")
+    registry = get_registry()
+    cfg = resolve(rec.config, registry)
+    result = train(cfg, registry, catalog=catalog, tracking_uri=rec.tracking_uri, progress=not no_progress,
+                   resume=Resume(rec.id, rec.mlflow_run_id, ckpt))
+    typer.echo(f"run {result.run_id} {result.status} (resumed from {ckpt.name})")
 
 
 def ui(port: int = typer.Option(5000, help="Port to serve on."),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from rlx.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -34,6 +35,11 @@ class RunSettings(BaseModel):
     save_policy: bool = Field(True, description="Save the final policy under the run's folder and as an MLflow artifact.")
     samples_to_log: int = Field(8, ge=0, description="Generations per evaluation kept in the samples table.")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: all cores).")
+    checkpoint_every: int = Field(50, ge=0, description="Save a resumable checkpoint every N steps (0: only on Ctrl-C).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
+    on_nonfinite: Literal["skip", "stop"] = Field(
+        "skip", description="A NaN/Inf reward, loss or gradient: skip the update (counted in nonfinite/skipped) "
+                            "or stop the run as FAILED.")
 
 
 class GenerationSettings(BaseModel):

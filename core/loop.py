@@ -116,52 +116,123 @@ def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device
     return tags
 
 
-def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: Any, scheduler: Any) -> tuple[Any, dict[str, float]]:
-    """collect -> score -> objective -> optimizer, once. Returns the batch and its metrics."""
+class NonFinite(RlxError):
+    """A NaN or Inf reward, loss or gradient with ``run.on_nonfinite = "stop"``."""
+
+
+def _agree(bad: bool) -> bool:
+    """True on every rank when any rank saw a problem, so all ranks skip together."""
+    from rlx.distributed import sum_over_ranks
+
+    return sum_over_ranks(float(bad)) > 0
+
+
+def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: Any, scheduler: Any,
+               step: int) -> tuple[Any, dict[str, float], str]:
+    """collect -> score -> objective -> optimizer, once. Returns the batch, its metrics
+    (averaged over ranks) and, when the update was skipped, why."""
+    import torch
+
+    from rlx.distributed import mean_over_ranks
     from rlx.reward import combine
     from rlx.rollout import collect
 
     gen = cfg.generation
     t0 = time.perf_counter()
     batch = collect(parts.env, parts.policy, parts.objective, cfg.run.batch_size, max_new_tokens=gen.max_new_tokens,
-                    temperature=gen.temperature, min_new_tokens=gen.min_new_tokens)
+                    temperature=gen.temperature, min_new_tokens=gen.min_new_tokens, seed=cfg.run.seed, step=step)
     t_gen = time.perf_counter() - t0
     metrics: dict[str, float] = {}
+    problem = ""
     if parts.rewards:
         per_source = combine(parts.rewards, batch)
         total = batch["rewards"].sum(-1)
         metrics["reward/mean"] = float(total.mean())
         metrics["reward/std"] = float(total.std()) if len(total) > 1 else 0.0
         metrics.update({f"reward/{n}": float(v.float().nanmean()) for n, v in per_source.items()})
-    metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
+        silent = [n for n, v in per_source.items() if bool(torch.isnan(v.float()).all())]
+        if not torch.isfinite(batch["rewards"]).all():
+            problem = "a reward is Inf or NaN"
+        elif silent:  # NaN means "not applicable"; for every sample it means a broken scorer
+            problem = f"reward '{silent[0]}' returned NaN for every sample"
+    skipped = _agree(bool(problem))
+    if not skipped:
+        metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
     sums: dict[str, float] = {}
     updates = 0
     model = parts.policy.model
-    for mb in parts.objective.minibatches(batch):
+    for mb in ([] if skipped else parts.objective.minibatches(batch)):
         loss, m = parts.objective.loss(parts.policy, mb)
+        if _agree(not bool(torch.isfinite(loss.detach()).all())):
+            problem, skipped = "the loss is NaN or Inf", True
+            break
         accelerator.backward(loss)
-        if cfg.optim.max_grad_norm > 0:
-            m["optim/grad_norm"] = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm or float("inf"))
+        if _agree(not bool(torch.isfinite(torch.as_tensor(norm)).all())):
+            optimizer.zero_grad(set_to_none=True)
+            problem, skipped = "a gradient is NaN or Inf", True
+            break
+        m["optim/grad_norm"] = float(norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v
         updates += 1
-    scheduler.step()
-    metrics.update({k: v / max(updates, 1) for k, v in sums.items()})
+    if not skipped:
+        scheduler.step()
+        metrics.update({k: v / max(updates, 1) for k, v in sums.items()})
     dt = time.perf_counter() - t0
     tokens = float(batch["mask"].sum())
     metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "perf/tokens_per_s": tokens / dt,
                     "completion/length": tokens / max(len(batch), 1), "optim/lr": scheduler.get_last_lr()[0]})
-    return batch, metrics
+    # ranks log the same keys; a skipped step has no loss metrics on any rank
+    return batch, mean_over_ranks(metrics), (problem or "another process saw a non-finite value") if skipped else ""
+
+
+class _Interrupts:
+    """First Ctrl-C: finish the current step, checkpoint, end KILLED. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_Interrupts":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+@dataclass
+class Resume:
+    """What ``rlx runs resume`` hands to ``train``: the run to continue."""
+
+    run_id: str
+    mlflow_run_id: str
+    checkpoint: Path
 
 
 def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "",
-          tracking_uri: str | None = None, progress: bool = True) -> RunResult:
-    """Run one experiment end to end and return its final metrics."""
+          tracking_uri: str | None = None, progress: bool = True, resume: Resume | None = None) -> RunResult:
+    """Run one experiment end to end (or continue one from its checkpoint)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+
+    from rlx import checkpoint
     from rlx.rollout import evaluate
 
     run_cfg, gen = cfg.run, cfg.generation
@@ -181,7 +252,16 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     if parts.reference is not None:
         parts.reference.model.to(accelerator.device)
 
-    run_id = uuid.uuid4().hex[:12]
+    # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
+    run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or uuid.uuid4().hex[:12]
+    run_dir = rlx_home.runs_dir() / run_id
+    start, samples, last = 1, [], {}
+    if resume:
+        state = checkpoint.load(accelerator, resume.checkpoint)
+        env.load_state_dict(state["env"])
+        parts.objective.load_state_dict(state["objective"])
+        start, samples, last = state["step"] + 1, state["samples"], state["last"]
+
     names = cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
     config_dict = cfg.to_dict()
@@ -192,41 +272,61 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         from rlx.tracking import Tracker
 
         uri = rlx_home.tracking_uri(tracking_uri)
-        tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict), rlx_home.artifact_root(uri))
-        tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
-        if catalog is not None:
-            from rlx.registry.catalog import RunRecord
+        if resume:
+            tracker = Tracker.reopen(uri, resume.mlflow_run_id)
+            if catalog is not None:
+                catalog.mark_running(run_id)
+        else:
+            tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
+                              rlx_home.artifact_root(uri))
+            tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
+            if catalog is not None:
+                from rlx.registry.catalog import RunRecord
 
-            catalog.sync_plugins(registry.rows())
-            catalog.add_run(RunRecord(id=run_id, name=run_name, objective=names["objective"],
-                                      rewards=names["reward"], env=names["env"], policy=names["policy"],
-                                      seed=run_cfg.seed, experiment=run_cfg.experiment,
-                                      mlflow_run_id=tracker.run_id, tracking_uri=uri,
-                                      config_json=json.dumps(config_dict), command=tags["rlx.command"],
-                                      pid=os.getpid()))
+                catalog.sync_plugins(registry.rows())
+                catalog.add_run(RunRecord(id=run_id, name=run_name, objective=names["objective"],
+                                          rewards=names["reward"], env=names["env"], policy=names["policy"],
+                                          seed=run_cfg.seed, experiment=run_cfg.experiment,
+                                          mlflow_run_id=tracker.run_id, tracking_uri=uri,
+                                          config_json=json.dumps(config_dict), command=tags["rlx.command"]))
         registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
 
-    samples: list[dict[str, Any]] = []
-    last: dict[str, float] = {}
     status, error = "FINISHED", ""
     can_eval = hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
+    skipped_total = int(last.get("nonfinite/skipped", 0))
 
     def run_eval(step: int) -> None:
-        m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
-        samples.extend({"step": step, "split": "eval", **r} for r in rows)
-        last.update(m)
-        if tracker:
+        if main:  # evaluation has no collectives: rank 0 alone
+            m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
+            samples.extend({"step": step, "split": "eval", **r} for r in rows)
+            last.update(m)
             tracker.log_metrics(m, step)
-        bar.eval(step, m["eval/accuracy"])
+            bar.eval(step, m["eval/accuracy"])
 
-    step = 0
+    def save_checkpoint(step: int) -> None:
+        if tracker:
+            tracker.flush()
+        state = {"env": env.state_dict(), "objective": parts.objective.state_dict(), "samples": samples,
+                 "last": last}
+        path = checkpoint.save(accelerator, run_dir / "checkpoints", step, state, run_cfg.keep_checkpoints)
+        if main and catalog is not None:
+            catalog.update_run(run_id, checkpoint=str(path))
+
+    step = start - 1
     try:
-        with _Progress(run_cfg.steps, enabled=progress and main) as bar:
-            if can_eval:
+        with _Progress(run_cfg.steps, enabled=progress and main) as bar, _Interrupts() as interrupts:
+            bar.update(step, last)
+            if can_eval and start == 1:
                 run_eval(0)
-            for step in range(1, run_cfg.steps + 1):
-                batch, metrics = train_step(parts, cfg, accelerator, optimizer, scheduler)
-                if step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
+            for step in range(start, run_cfg.steps + 1):
+                batch, metrics, problem = train_step(parts, cfg, accelerator, optimizer, scheduler, step)
+                if problem:
+                    if run_cfg.on_nonfinite == "stop":
+                        raise NonFinite(f"non-finite value at step {step}: {problem}; set run.on_nonfinite=skip to "
+                                        "skip such steps, or lower optim.lr")
+                    skipped_total += 1
+                metrics["nonfinite/skipped"] = skipped_total
+                if main and step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
                     text = batch.meta["completion"][0]
                     samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
                                     "completion": text,
@@ -235,15 +335,20 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                 if tracker:
                     tracker.log_metrics(metrics, step)
                 bar.update(step, metrics)
-                stop = main and any(registry.hook.rlx_step_end(step=step, metrics=metrics))
+                stop = _agree(main and any(registry.hook.rlx_step_end(step=step, metrics=metrics)))
+                if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps:
+                    run_eval(step)
+                if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != run_cfg.steps:
+                    save_checkpoint(step)
+                if _agree(interrupts.requested):
+                    save_checkpoint(step)
+                    raise KeyboardInterrupt
                 if stop:
                     break
-                if run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps and can_eval:
-                    run_eval(step)
-            if step > 0 and can_eval:
+            if step >= start and can_eval:
                 run_eval(step)
     except KeyboardInterrupt:
-        status, error = "KILLED", "interrupted (Ctrl-C)"
+        status, error = "KILLED", f"interrupted (Ctrl-C) after step {step}; `rlx runs resume {run_id}` continues it"
         raise
     except RlxError as exc:
         status, error = "FAILED", str(exc)
@@ -253,7 +358,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         raise RlxError(f"run {run_id} failed: {error}; rerun with --debug for the traceback") from exc
     finally:
         policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last, samples,
-                             rlx_home.runs_dir() / run_id / "policy" if run_cfg.save_policy else None)
+                             run_dir / "policy" if run_cfg.save_policy else None)
     return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
 
 
@@ -279,7 +384,7 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
             tracker.close(status)
     if accelerator.is_main_process:
         if catalog is not None:
-            catalog.update_run(run_id, status=status, metrics=last, checkpoint=policy_dir, error=error,
+            catalog.update_run(run_id, status=status, metrics=last, policy_dir=policy_dir, error=error,
                                ended_at=datetime.now(timezone.utc))
         registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
     return policy_dir

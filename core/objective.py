@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import torch
+
     from rlx.batch import Batch
     from rlx.policy import Policy
 

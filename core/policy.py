@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import torch
+
     from rlx.batch import Batch
 
 
@@ -46,9 +47,11 @@ class LMPolicy(Policy):
 
     @abstractmethod
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = False, min_new_tokens: int = 0) -> "Batch":
+                 greedy: bool = False, min_new_tokens: int = 0, seeds: list[int] | None = None) -> "Batch":
         """Complete each prompt once; returns ``input_ids``, ``attention_mask``, ``actions``,
-        ``mask`` and meta ``prompt``, ``completion``, ``token_ends``."""
+        ``mask`` and meta ``prompt``, ``completion``, ``token_ends``. With ``seeds`` (one per
+        prompt) a completion must depend only on its prompt, seed and the weights, so runs
+        split across processes or resumed from a checkpoint sample the same text."""
 
     @abstractmethod
     def encode(self, prompts: list[str], completions: list[str]) -> "Batch":

@@ -6,23 +6,31 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from rlx.batch import Batch
+from rlx.distributed import rank_world, sample_seed
 from rlx.environment import Environment, Task
 
 
 def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_new_tokens: int,
-            temperature: float, min_new_tokens: int = 0) -> Batch:
-    """One training batch: ``n_tasks`` tasks, ``objective.group_size`` samples each."""
-    tasks = env.sample(n_tasks)
+            temperature: float, min_new_tokens: int = 0, seed: int = 0, step: int = 0) -> Batch:
+    """One training batch: ``n_tasks`` tasks per process, ``objective.group_size`` samples each.
+
+    Every rank draws the same global task list and keeps its slice; sample ``i`` of the
+    global batch is drawn with its own seed, so the split across ranks changes nothing."""
+    rank, world = rank_world()
+    tasks = env.sample(n_tasks * world)[rank * n_tasks:(rank + 1) * n_tasks]
+    first_group = rank * n_tasks
     if objective.data == "demonstrations":
         batch = policy.encode([t["prompt"] for t in tasks], [env.demonstration(t) for t in tasks])
-        group = list(range(len(tasks)))
+        group = [first_group + i for i in range(len(tasks))]
     else:
         g = objective.group_size
         tasks = [t for t in tasks for _ in range(g)]
-        group = [i // g for i in range(len(tasks))]
+        group = [first_group + i // g for i in range(len(tasks))]
+        seeds = [sample_seed(seed, step, first_group * g + i) for i in range(len(tasks))]
         batch = policy.generate([t["prompt"] for t in tasks], max_new_tokens=max_new_tokens,
-                                temperature=temperature, min_new_tokens=min_new_tokens)
+                                temperature=temperature, min_new_tokens=min_new_tokens, seeds=seeds)
     batch.meta["task"] = tasks
     batch["group"] = torch.tensor(group, device=batch["mask"].device)
     return batch

@@ -15,22 +15,27 @@ from rlx.errors import RlxError
 
 _FLUSH_EVERY_S = 1.0
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+_TICK = object()  # a queue timeout: time to send what is pending
+
+
+def _client(uri: str) -> Any:
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    # MLflow's own INFO lines (schema migrations, ...) would bury the run's output;
+    # set after the import, which configures mlflow's loggers
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
 
 
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
                  params: dict[str, Any], artifact_root: Path | None = None):
-        import logging
-
-        from mlflow.tracking import MlflowClient
-
-        # MLflow's own INFO lines (schema migrations, ...) would bury the run's output;
-        # set after the import, which configures mlflow's loggers
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _client(uri)
         self.uri = uri
+        self._logged: dict[str, int] = {}
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
@@ -44,7 +49,26 @@ class Tracker:
                            f"{str(exc).splitlines()[0] if str(exc) else ''}; check --tracking-uri or "
                            "MLFLOW_TRACKING_URI") from None
         self._log_params(params)
-        self._queue: queue.Queue[tuple[str, float, int, int] | None] = queue.Queue()
+        self._start()
+
+    @classmethod
+    def reopen(cls, uri: str, run_id: str) -> "Tracker":
+        """Continue an existing run: steps it already holds are not logged again, so a
+        resumed run has every step exactly once."""
+        self = cls.__new__(cls)
+        self.client, self.uri, self.run_id = _client(uri), uri, run_id
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as exc:
+            raise RlxError(f"cannot reopen MLflow run {run_id} in '{uri}': {str(exc).splitlines()[0]}") from None
+        # metrics are flushed in step order per key, so what is there is a prefix of steps
+        self._logged = {k: max(m.step for m in self.client.get_metric_history(run_id, k)) for k in run.data.metrics}
+        self.client.update_run(run_id, status="RUNNING")
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        self._queue: queue.Queue[tuple[str, float, int, int] | threading.Event | None] = queue.Queue()
         self._error: Exception | None = None
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
@@ -61,31 +85,43 @@ class Tracker:
 
         pending: list[Metric] = []
         last = time.monotonic()
-        while True:
+        stop = False
+        while not stop:
             try:
                 item = self._queue.get(timeout=_FLUSH_EVERY_S)
             except queue.Empty:
-                item = ()  # type: ignore[assignment]
-            done = item is None
-            if item:
+                item = _TICK
+            waiter = item if isinstance(item, threading.Event) else None
+            stop = item is None
+            if isinstance(item, tuple):
                 pending.append(Metric(*item))
-            if pending and (done or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
-                try:
-                    self.client.log_batch(self.run_id, metrics=pending[:_MAX_BATCH])
-                    del pending[:_MAX_BATCH]
-                except Exception as exc:  # keep training; report at close
-                    self._error = exc
-                    pending.clear()
+            urgent = stop or waiter is not None
+            if pending and (urgent or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
+                self._send(pending)
+                pending = []
                 last = time.monotonic()
-                if done and pending:
-                    continue
-            if done and not pending:
-                return
+            if waiter is not None:
+                waiter.set()
+
+    def _send(self, metrics: list[Any]) -> None:
+        for i in range(0, len(metrics), _MAX_BATCH):
+            try:
+                self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
+            except Exception as exc:  # keep training; report at close
+                self._error = exc
+
+    def flush(self) -> None:
+        """Block until every metric queued so far is in the store (before a checkpoint:
+        what a checkpoint covers must never be lost to a crash)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout=300)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         ts = int(time.time() * 1000)
         for k, v in metrics.items():
-            self._queue.put((k, float(v), ts, step))
+            if step > self._logged.get(k, -1):
+                self._queue.put((k, float(v), ts, step))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():

@@ -4,13 +4,32 @@ any SQLAlchemy URL through RLX_CATALOG_URL)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from rlx.errors import RlxError, UsageError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from rlx.errors import RlxError, UsageError
+
+
+def _started(pid: int) -> float:
+    """When process ``pid`` started: tells a live run from a reused pid."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _alive(pid: int, started: float) -> bool:
+    if pid <= 0:
+        return False
+    now = _started(pid)
+    return now > 0 and (not started or abs(now - started) < 1.0)
 
 
 def _now() -> datetime:
@@ -41,12 +60,14 @@ class RunRecord(SQLModel, table=True):
     experiment: str = ""
     mlflow_run_id: str = ""
     tracking_uri: str = ""
-    checkpoint: str = ""
+    checkpoint: str = ""  # the newest resumable checkpoint
+    policy_dir: str = ""  # the final policy (save_pretrained)
     config_json: str = "{}"
     metrics_json: str = "{}"
     command: str = ""
     host: str = ""
     pid: int = 0
+    pid_started: float = 0.0
     error: str = ""
     created_at: datetime = Field(default_factory=_now)
     ended_at: Optional[datetime] = None
@@ -73,16 +94,47 @@ class Catalog:
         self.engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
         try:
             SQLModel.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except Exception as exc:
             raise RlxError(f"cannot open the catalog '{url}': {str(exc).splitlines()[0]}; "
                            "check RLX_HOME / RLX_CATALOG_URL") from None
 
+    def _add_missing_columns(self) -> None:
+        """Catalogs made by an older rlx gain the columns added since (SQLite can add, not alter)."""
+        from sqlalchemy import inspect, text
+
+        insp = inspect(self.engine)
+        with self.engine.begin() as con:
+            for table in SQLModel.metadata.sorted_tables:
+                have = {c["name"] for c in insp.get_columns(table.name)}
+                for col in table.columns:
+                    if col.name not in have:
+                        kind = col.type.compile(dialect=self.engine.dialect)
+                        con.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
+
     # -- runs ----------------------------------------------------------------------
     def add_run(self, record: RunRecord) -> None:
-        record.host = record.host or socket.gethostname()
+        record.host, record.pid, record.pid_started = socket.gethostname(), os.getpid(), _started(os.getpid())
         with Session(self.engine) as s:
             s.add(record)
             s.commit()
+
+    def mark_running(self, run_id: str) -> None:
+        """A resumed run: this process now owns it."""
+        self.update_run(run_id, status="RUNNING", host=socket.gethostname(), pid=os.getpid(),
+                        pid_started=_started(os.getpid()), ended_at=None, error="")
+
+    def _reap(self, rows: list[RunRecord]) -> None:
+        """RUNNING rows whose process is gone from this host are CRASHED (SIGKILL, OOM,
+        power loss leave no chance to say so)."""
+        host = socket.gethostname()
+        dead = [r.id for r in rows if r.status == "RUNNING" and r.host == host and not _alive(r.pid, r.pid_started)]
+        for run_id in dead:
+            self.update_run(run_id, status="CRASHED", error="the process died without ending the run "
+                            "(killed, out of memory, or power loss); `rlx runs resume` continues it")
+        for r in rows:
+            if r.id in dead:
+                r.status = "CRASHED"
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with Session(self.engine) as s:
@@ -104,9 +156,10 @@ class Catalog:
                 q = q.where(RunRecord.objective == objective)
             if env:
                 q = q.where(RunRecord.env == env)
-            if status:
-                q = q.where(RunRecord.status == status.upper())
             rows = list(s.exec(q.order_by(RunRecord.created_at.desc())))  # type: ignore[attr-defined]
+        self._reap(rows)
+        if status:
+            rows = [r for r in rows if r.status == status.upper()]
         if reward:
             rows = [r for r in rows if reward in r.rewards.split(",")]
         return rows[:limit]
@@ -118,6 +171,7 @@ class Catalog:
             raise UsageError(f"no run '{prefix}' in the catalog; list runs with `rlx runs list`")
         if len(rows) > 1:
             raise UsageError(f"run id '{prefix}' is ambiguous ({len(rows)} runs); give more characters")
+        self._reap(rows)
         return rows[0]
 
     # -- plugins -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 from pydantic import BaseModel
+
 from rlx import hookspecs
 from rlx.errors import PluginError, UsageError
 

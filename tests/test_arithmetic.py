@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from pydantic import ValidationError
+
 from rlx.errors import ConfigError
 from rlx.plugins.arithmetic import problems
 from rlx.plugins.arithmetic.config import ArithmeticConfig

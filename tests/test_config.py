@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rlx.config import compose, flatten, parse_value, resolve
 from rlx.errors import ConfigError, UsageError
 from rlx.registry import get_registry

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+
 from rlx.batch import Batch
 from rlx.plugins.grpo.config import GRPOConfig
 from rlx.plugins.grpo.objective import GRPO, aggregate, clipped_objective, group_advantages

@@ -81,7 +81,7 @@ def test_in_catalog(run):
     shown = json.loads(rlx("runs", "show", listed[0]["id"][:6], "--json", home=home).stdout)
     assert shown["mlflow_run_id"] == _mlflow_run(client)["run_id"]
     assert shown["config"]["objective"]["name"] == "grpo"
-    assert "eval/accuracy" in shown["metrics"] and Path(shown["checkpoint"]).is_dir()
+    assert "eval/accuracy" in shown["metrics"] and Path(shown["policy_dir"]).is_dir()
     table = rlx("runs", "list", home=home)
     assert listed[0]["id"] in table.stdout
 
@@ -91,7 +91,7 @@ def test_saved_policy_loads_in_plain_transformers(run):
     listed = json.loads(rlx("runs", "list", "--json", home=home).stdout)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = listed[0]["checkpoint"]
+    path = listed[0]["policy_dir"]
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     ids = tok("Q:3+4-5\n", return_tensors="pt", add_special_tokens=False)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from _cli import rlx
+
 from rlx.plugins.hf.config import HFConfig
 from rlx.plugins.hf.policy import HFPolicy
 from rlx.plugins.tiny.policy import CHECKPOINT

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from rlx.batch import Batch
 from rlx.plugins.arithmetic.config import ArithmeticConfig
 from rlx.plugins.arithmetic.env import ArithmeticEnv

@@ -8,6 +8,7 @@ import textwrap
 from importlib.metadata import EntryPoint, entry_points
 
 import pytest
+
 from rlx.errors import UsageError
 from rlx.registry import Registry
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
+
 from rlx.batch import Batch
+from rlx.distributed import gather_rows, rank_world, sum_over_ranks
 from rlx.objective import Objective
 from rlx.policy import Policy
 
@@ -102,10 +104,15 @@ class GRPO(Objective):
                 batch["old_logp"] = policy.log_probs(batch)[0].detach()
             if reference is not None:
                 batch["ref_logp"] = reference.log_probs(batch)[0]
-        adv, zero_frac = group_advantages(batch["rewards"].cpu(), batch["reward_mask"].cpu(),
-                                          batch["group"].cpu(), cfg.scale_rewards)
-        batch["advantages"] = adv.to(batch["mask"].device)
-        self._num_items = float(batch["mask"].sum())
+        # normalize over the global batch: every rank's rewards, then keep this rank's rows
+        rank, _ = rank_world()
+        B, T = batch["mask"].shape
+        rewards, placed, group = (gather_rows(batch[k]) for k in ("rewards", "reward_mask", "group"))
+        adv, zero_frac = group_advantages(rewards.cpu(), placed.cpu(), (group - group.min()).cpu(), cfg.scale_rewards)
+        batch["advantages"] = adv[rank * B:(rank + 1) * B, :T].to(batch["mask"].device)
+        # DDP averages gradients over ranks, so dapo's global token count is shared out per rank
+        _, world = rank_world()
+        self._num_items = sum_over_ranks(float(batch["mask"].sum())) / world
         return {"grpo/zero_adv_frac": zero_frac}
 
     def minibatches(self, batch: Batch) -> Iterator[Batch]:

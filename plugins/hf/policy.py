@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.policy import LMPolicy
@@ -26,6 +27,22 @@ _quiet_transformers()
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     # accelerate/DDP wrap the module; generation and saving want the plain model
     return getattr(model, "module", model)
+
+
+class KeyedGumbel:
+    """Sampling as argmax(logits / T + Gumbel noise), the noise of row i drawn from its own
+    generator seeded with ``seeds[i]``: a completion depends only on its seed, not on
+    which other rows share the batch or the process. That is what makes a 2-process run
+    equal a 1-process run, and a resumed run equal an uninterrupted one."""
+
+    def __init__(self, seeds: list[int], temperature: float):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.gens])
+        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
+        return scores.float() / self.temperature + gumbel.to(device=scores.device, dtype=torch.float32)
 
 
 class HFPolicy(LMPolicy):
@@ -108,15 +125,21 @@ class HFPolicy(LMPolicy):
     # -- interface -----------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
-                 greedy: bool = False, min_new_tokens: int = 0) -> Batch:
+                 greedy: bool = False, min_new_tokens: int = 0, seeds: list[int] | None = None) -> Batch:
         model = _unwrap(self.model)
         was_training = model.training
         model.eval()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        kwargs: dict[str, Any] = {"do_sample": False} if greedy else {
-            "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                             eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if not greedy and seeds is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([KeyedGumbel(seeds, temperature)])
+        elif not greedy:
+            kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                             **kwargs)
         model.train(was_training)
         P = enc["input_ids"].shape[1]
         return self._finish(enc["input_ids"], enc["attention_mask"], out[:, P:], prompts)

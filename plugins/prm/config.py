@@ -1,6 +1,7 @@
 from typing import Literal
 
 from pydantic import Field
+
 from rlx.reward import RewardConfig
 
 

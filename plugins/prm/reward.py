@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import torch
+
 from rlx.batch import Batch
 from rlx.environment import TextEnvironment
 from rlx.errors import UsageError

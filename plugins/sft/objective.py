@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from rlx.batch import Batch
 from rlx.objective import Objective
 from rlx.policy import Policy

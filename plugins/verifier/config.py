@@ -1,4 +1,5 @@
 from pydantic import Field
+
 from rlx.reward import RewardConfig
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.reward import RewardSource

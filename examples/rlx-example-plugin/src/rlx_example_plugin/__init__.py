@@ -6,7 +6,6 @@ themselves are given by import path and loaded only when a run uses them.
 """
 
 from rlx import hookimpl
-
 from rlx_example_plugin.config import BrevityConfig, CountdownConfig
 
 __version__ = "0.1.0"

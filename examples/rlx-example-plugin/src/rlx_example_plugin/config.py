@@ -7,6 +7,7 @@ turns a typo (``--set env.max_operan=9``) into an error that lists the allowed f
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from rlx.reward import RewardConfig
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from rlx.environment import Task, TextEnvironment
 from rlx.errors import ConfigError
-
 from rlx_example_plugin.config import CountdownConfig
 
 _TRIES = 10_000  # a config whose problem space is too small fails instead of looping

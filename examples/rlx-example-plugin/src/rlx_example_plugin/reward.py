@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch  # fine here: this module is imported only when a run uses the reward
+
 from rlx.batch import Batch
 from rlx.reward import RewardSource
 
