@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from rlx.cli import plugins_cmd, run_cmd, runs_cmd
@@ -33,13 +32,36 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the rlx v
         raise typer.Exit()
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's and typer's (vendored click) exceptions for bad flags and arguments."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return "ClickException" in names and hasattr(exc, "format_message")
+
+
 def _fail(message: str, code: int) -> None:
     typer.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from rlx.cli.launch import exit_child, is_child
+
+    if not is_child():
+        _main(argv)
+        return
+    try:
+        _main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    exit_child(code)
+
+
+def _main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    from rlx.cli import launch
+
+    launch.ARGV[:] = args
     debug = "--debug" in args or os.environ.get("RLX_DEBUG") == "1"
     if debug:
         os.environ["RLX_DEBUG"] = "1"
@@ -56,13 +78,10 @@ def main(argv: list[str] | None = None) -> None:
             _fail("interrupted; the run was marked KILLED", 130)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -72,6 +91,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(str(exc), exc.exit_code)
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help text was printed: nothing else to say
+            sys.exit(0)
+        if _is_usage_error(exc) and not debug:  # bad flags: one line like every other error
+            command = f"rlx {args[0]}" if args and not args[0].startswith("-") else "rlx"
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+            _fail(f"{message} (see `{command} --help`)", int(getattr(exc, "exit_code", 2)))
         if debug:
             raise
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,6 +21,10 @@ def run(
     set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override: dotted.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: RLX_HOME/mlflow.db)."),
+    num_processes: int = typer.Option(1, "--num-processes", min=1,
+                                      help="Run under accelerate launch with N processes (CPU: gloo)."),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config",
+                                                     help="An accelerate config file (FSDP, DeepSpeed, ...)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -41,12 +44,19 @@ def run(
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         return
+    from rlx.cli import launch
+
+    if (num_processes > 1 or accelerate_config is not None) and not launch.is_child():
+        code = launch.launch(launch.ARGV[1:], num_processes, accelerate_config)
+        raise typer.Exit(code)
     from rlx.loop import train
     from rlx.registry.catalog import Catalog
 
     catalog = Catalog(home.catalog_url())
     result = train(cfg, registry, catalog=catalog, tracking_uri=tracking_uri, progress=not no_progress,
-                   command="rlx " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                   command="rlx " + " ".join(shlex.quote(a) for a in launch.ARGV))
+    if not result.mlflow_run_id:  # not rank 0: rank 0 reports
+        return
     m = result.metrics
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("eval/accuracy", "reward/mean", "kl/ref") if k in m)
     typer.echo(f"run {result.run_id} {result.status}: {summary}")

@@ -103,6 +103,8 @@ def _normalize(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"config path '{p}' is a directory; pass a TOML file to --config")
     if not p.is_file():
         raise UsageError(f"config file '{p}' does not exist; pass an existing TOML file to --config")
     try:

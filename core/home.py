@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 def home() -> Path:
@@ -22,6 +23,26 @@ def tracking_uri(override: str | None = None) -> str:
 
 def runs_dir() -> Path:
     return home() / "runs"
+
+
+def store_lock(uri: str) -> Any:
+    """An inter-process lock for a local SQLite store: creating its tables, its first
+    experiment or a run from several processes at once races otherwise."""
+    from filelock import FileLock
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from rlx.errors import UsageError
+
+            raise UsageError(f"cannot create '{db.parent}' for the store '{uri}': {exc.strerror}; "
+                             "set RLX_HOME (or the store URI) to a writable place") from None
+        return FileLock(str(db) + ".lock", timeout=600)
+    from contextlib import nullcontext
+
+    return nullcontext()
 
 
 def artifact_root(uri: str) -> Path | None:

@@ -103,13 +103,15 @@ def build(cfg: Resolved, registry: Any) -> Components:
     return Components(env, policy, objective, rewards, reference, specs + reward_specs)
 
 
-def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device: str) -> dict[str, str]:
+def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device: str,
+             processes: int = 1) -> dict[str, str]:
     names = cfg.names
     tags = {
         "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
         "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(cfg.run.seed),
         "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
         "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": device,
+        "rlx.num_processes": str(processes),
         "mlflow.source.name": "rlx",
     }
     tags.update({f"rlx.plugin.{spec.plugin}": spec.version for spec in parts.specs})
@@ -265,7 +267,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     names = cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
     config_dict = cfg.to_dict()
-    tags = run_tags(cfg, parts, run_id, command, str(accelerator.device))
+    tags = run_tags(cfg, parts, run_id, command, str(accelerator.device), accelerator.num_processes)
     main = accelerator.is_main_process
     tracker = None
     if main:  # only rank 0 talks to MLflow and the catalog

@@ -10,6 +10,7 @@ import torch
 from rlx.batch import Batch
 from rlx.distributed import rank_world, sample_seed
 from rlx.environment import Environment, Task
+from rlx.errors import RlxError
 
 
 def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_new_tokens: int,
@@ -20,6 +21,9 @@ def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_
     global batch is drawn with its own seed, so the split across ranks changes nothing."""
     rank, world = rank_world()
     tasks = env.sample(n_tasks * world)[rank * n_tasks:(rank + 1) * n_tasks]
+    if len(tasks) < n_tasks:
+        raise RlxError(f"environment '{type(env).__name__}' gave {len(tasks)} tasks where {n_tasks} were asked for "
+                       "(an empty or exhausted dataset?); check its data or lower run.batch_size")
     first_group = rank * n_tasks
     if objective.data == "demonstrations":
         batch = policy.encode([t["prompt"] for t in tasks], [env.demonstration(t) for t in tasks])
@@ -40,6 +44,8 @@ def evaluate(env: Any, policy: Any, *, max_new_tokens: int, chunk: int = 256,
              keep: int = 8) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy accuracy on the held-out split, and the first ``keep`` generations."""
     tasks: list[Task] = env.eval_tasks()
+    if not tasks:
+        raise RlxError(f"environment '{type(env).__name__}' has an empty held-out split; check its data or eval_size")
     correct = 0
     rows: list[dict[str, Any]] = []
     lengths = 0.0

@@ -33,23 +33,31 @@ def _client(uri: str) -> Any:
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
                  params: dict[str, Any], artifact_root: Path | None = None):
-        self.client = _client(uri)
+        from rlx.home import store_lock
+
         self.uri = uri
         self._logged: dict[str, int] = {}
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = (artifact_root / experiment).as_uri() if artifact_root else None
-                exp_id = self.client.create_experiment(experiment, artifact_location=location)
-            else:
-                exp_id = exp.experiment_id
-            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+            with store_lock(uri):  # schema creation and "create the experiment if missing" race otherwise
+                self._create(experiment, run_name, tags, artifact_root)
+        except RlxError:
+            raise
         except Exception as exc:
-            raise RlxError(f"cannot reach the MLflow store '{uri}': {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}; check --tracking-uri or "
-                           "MLFLOW_TRACKING_URI") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise RlxError(f"cannot reach the MLflow store '{uri}': {type(exc).__name__}: {first}; check "
+                           "--tracking-uri or MLFLOW_TRACKING_URI") from None
         self._log_params(params)
         self._start()
+
+    def _create(self, experiment: str, run_name: str, tags: dict[str, str], artifact_root: Path | None) -> None:
+        self.client = _client(self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = (artifact_root / experiment).as_uri() if artifact_root else None
+            exp_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
 
     @classmethod
     def reopen(cls, uri: str, run_id: str) -> "Tracker":
@@ -105,10 +113,15 @@ class Tracker:
 
     def _send(self, metrics: list[Any]) -> None:
         for i in range(0, len(metrics), _MAX_BATCH):
-            try:
-                self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
-            except Exception as exc:  # keep training; report at close
-                self._error = exc
+            for attempt in range(6):
+                try:
+                    self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
+                    break
+                except Exception as exc:  # a busy shared store: back off, then report at close
+                    if attempt == 5:
+                        self._error = exc
+                    else:
+                        time.sleep(0.5 * 2**attempt)
 
     def flush(self) -> None:
         """Block until every metric queued so far is in the store (before a checkpoint:

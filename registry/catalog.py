@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -91,13 +92,36 @@ class Catalog:
                 raise UsageError(f"cannot create rlx home '{path.parent}': {exc.strerror}; "
                                  "set RLX_HOME to a writable directory") from None
         self.url = url
-        self.engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+        # SQLite waits this long for another process's write lock before giving up
+        wait = float(os.environ.get("RLX_DB_TIMEOUT", "30"))
+        self.engine = create_engine(url, connect_args={"timeout": wait} if url.startswith("sqlite") else {})
         try:
-            SQLModel.metadata.create_all(self.engine)
-            self._add_missing_columns()
+            from rlx.home import store_lock
+
+            with store_lock(url):  # several processes may open a new catalog at once
+                SQLModel.metadata.create_all(self.engine)
+                self._add_missing_columns()
+        except RlxError:
+            raise
         except Exception as exc:
+            if "locked" in str(exc):
+                raise RlxError(f"the catalog '{url}' is locked by another process; retry when it is done, "
+                               "or raise RLX_DB_TIMEOUT (seconds to wait, default 30)") from None
             raise RlxError(f"cannot open the catalog '{url}': {str(exc).splitlines()[0]}; "
                            "check RLX_HOME / RLX_CATALOG_URL") from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            with Session(self.engine) as s:
+                yield s
+        except OperationalError as exc:
+            if "locked" in str(exc):
+                raise RlxError(f"the catalog '{self.url}' is locked by another process; retry when it is done, "
+                               "or raise RLX_DB_TIMEOUT (seconds to wait, default 30)") from None
+            raise RlxError(f"catalog '{self.url}' error: {str(exc.orig)}; check RLX_HOME / RLX_CATALOG_URL") from None
 
     def _add_missing_columns(self) -> None:
         """Catalogs made by an older rlx gain the columns added since (SQLite can add, not alter)."""
@@ -115,7 +139,7 @@ class Catalog:
     # -- runs ----------------------------------------------------------------------
     def add_run(self, record: RunRecord) -> None:
         record.host, record.pid, record.pid_started = socket.gethostname(), os.getpid(), _started(os.getpid())
-        with Session(self.engine) as s:
+        with self._session() as s:
             s.add(record)
             s.commit()
 
@@ -137,7 +161,7 @@ class Catalog:
                 r.status = "CRASHED"
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rec = s.get(RunRecord, run_id)
             if rec is None:
                 return
@@ -150,7 +174,7 @@ class Catalog:
 
     def list_runs(self, *, objective: str | None = None, reward: str | None = None, env: str | None = None,
                   status: str | None = None, limit: int = 50) -> list[RunRecord]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             q = select(RunRecord)
             if objective:
                 q = q.where(RunRecord.objective == objective)
@@ -165,7 +189,7 @@ class Catalog:
         return rows[:limit]
 
     def get_run(self, prefix: str) -> RunRecord:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = list(s.exec(select(RunRecord).where(RunRecord.id.startswith(prefix))))  # type: ignore[attr-defined]
         if not rows:
             raise UsageError(f"no run '{prefix}' in the catalog; list runs with `rlx runs list`")
@@ -181,7 +205,7 @@ class Catalog:
             rec = by_family.setdefault(r["family"], {"kinds": set(), "components": [], **r})
             rec["kinds"].add(r["kind"])
             rec["components"].append(r["name"])
-        with Session(self.engine) as s:
+        with self._session() as s:
             for fam, r in by_family.items():
                 s.merge(PluginRecord(name=fam, kinds=",".join(sorted(r["kinds"])),
                                      components=",".join(r["components"]), distribution=r["distribution"],
@@ -189,5 +213,5 @@ class Catalog:
             s.commit()
 
     def plugins(self) -> list[PluginRecord]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(s.exec(select(PluginRecord)))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from _cli import cli_env, make_plugin, rlx
@@ -84,3 +85,39 @@ def test_ctrl_c_ends_killed(tmp_path):
     assert _mlflow_status(tmp_path, "kill") == "KILLED"
     runs = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)
     assert runs[0]["status"] == "KILLED"
+    # Ctrl-C finished the step in flight and checkpointed it: the run can continue
+    assert Path(runs[0]["checkpoint"], "loop_state.json").is_file()
+    assert "rlx runs resume" in runs[0]["error"]
+
+
+NONFINITE = textwrap.dedent('''
+    import math, torch
+    from rlx.hookspecs import hookimpl
+    from rlx.reward import RewardSource
+
+    class Spiky(RewardSource):
+        calls = 0
+        def score(self, batch):
+            Spiky.calls += 1
+            value = math.inf if Spiky.calls == 2 else 1.0
+            return torch.full((len(batch),), value)
+
+    @hookimpl
+    def rlx_register_rewards(register):
+        register("spiky", Spiky)
+''')
+
+
+def test_nonfinite_reward_is_skipped_and_counted(tmp_path):
+    site = make_plugin(tmp_path / "site", "spiky", NONFINITE)
+    proc = rlx("run", "--reward", "spiky", "--reward", "verifier", "--steps", "4", "--experiment", "spiky",
+               *SMALL, home=tmp_path, paths=[site])
+    assert proc.returncode == 0, proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("spiky").experiment_id])[0]
+    skipped = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "nonfinite/skipped"))
+    assert skipped == [(1, 0.0), (2, 1.0), (3, 1.0), (4, 1.0)]
+    loss_steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss/policy")]
+    assert sorted(loss_steps) == [1, 3, 4]  # step 2 took no update

@@ -1,0 +1,123 @@
+"""``rlx run --num-processes N``: the same run under ``accelerate launch``.
+
+The parent validates the config (so bad input fails before any process starts), picks
+the run id that every rank will share, and starts the launcher. On a machine without
+CUDA it uses the CPU form that really starts N processes (``--cpu --num_processes N``
+silently starts one) with gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from rlx.errors import UsageError
+
+ARGV: list[str] = []  # the command line rlx was started with (set by rlx.cli.main)
+
+
+def child_args(argv: list[str]) -> list[str]:
+    """The user's ``rlx run`` arguments without the launcher's own options."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--num-processes", "--accelerate-config"):
+            skip = True
+            continue
+        if a.startswith(("--num-processes=", "--accelerate-config=")):
+            continue
+        out.append(a)
+    return out
+
+
+def launch(argv: list[str], num_processes: int, accelerate_config: Path | None) -> int:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = dict(os.environ, RLX_RUN_ID=uuid.uuid4().hex[:12], PYTHONUNBUFFERED="1")
+    if accelerate_config is not None:
+        if not accelerate_config.is_file():
+            raise UsageError(f"accelerate config '{accelerate_config}' does not exist; write one with "
+                             "`accelerate config --config_file FILE` or drop --accelerate-config")
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(accelerate_config.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise UsageError(f"accelerate config '{accelerate_config}' is not valid YAML: "
+                             f"{str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"accelerate config '{accelerate_config}' must be a YAML mapping of accelerate options")
+        cmd += ["--config_file", str(accelerate_config)]
+        if num_processes > 1:
+            cmd += ["--num_processes", str(num_processes)]
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            env["ACCELERATE_USE_CPU"] = "1"
+        cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["-m", "rlx.cli.main", "run", *child_args(argv)]
+    debug = "--debug" in argv
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    report: list[str] = []
+    said: set[str] = set()
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            # the ranks' own lines pass through (an error every rank hit, once); the
+            # launcher's own logging and failure report are kept back unless --debug
+            if report or (not debug and _starts_report(line)):
+                report.append(line)
+                continue
+            if not debug and _GLOG.match(line):
+                report.append(line)
+                continue
+            if line.startswith("error: "):
+                if line in said:
+                    continue
+                said.add(line)
+            sys.stderr.write(line)
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        return 130
+    if code and not debug:
+        codes = [int(m) for m in re.findall(r"exitcode\s*:?\s*\(?(-?\d+)", "".join(report))]
+        child = next((c for c in codes if c > 0), None)
+        if child is None:
+            sys.stderr.write(f"error: the {num_processes}-process run failed (launcher exit {code}); "
+                             "rerun with --debug for the launcher's report\n")
+        return child or code
+    return code
+
+
+_GLOG = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d")  # torch's launcher logs in glog format
+
+
+def _starts_report(line: str) -> bool:
+    return line.startswith("Traceback (most recent call last)") or "ChildFailedError" in line
+
+
+def is_child() -> bool:
+    """True inside a process that ``accelerate launch`` started."""
+    return "LOCAL_RANK" in os.environ and "RLX_RUN_ID" in os.environ
+
+
+def exit_child(code: int) -> None:
+    """Leave a distributed child without the gloo abort torch 2.13 sometimes hits at
+    interpreter exit: drop the process group, flush, and skip interpreter teardown."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,50 @@
+"""``--num-processes 2`` on CPU: two real processes under accelerate (gloo), one MLflow run,
+and the same parameters as one process with twice the per-process batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _cli import rlx
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["run", "--objective", "grpo", "--reward", "prm", "--seed", "5", "--steps", "4",
+          "--set", "objective.num_generations=4", "--set", "run.eval_every=0", "--set", "env.eval_size=16",
+          "--set", "generation.max_new_tokens=32", "--set", "run.checkpoint_every=0", "--no-progress"]
+
+
+def test_two_processes_match_one_with_double_batch(tmp_path):
+    two = rlx(*COMMON, "--num-processes", "2", "--set", "run.batch_size=2", "--experiment", "two", home=tmp_path)
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "Traceback" not in two.stderr and two.stdout.count("FINISHED") == 1  # rank 0 reports, once
+    one = rlx(*COMMON, "--set", "run.batch_size=4", "--experiment", "one", home=tmp_path)
+    assert one.returncode == 0, one.stderr
+
+    runs = {r["experiment"]: r for r in json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)}
+    assert set(runs) == {"one", "two"} and all(r["status"] == "FINISHED" for r in runs.values())
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run2 = client.get_run(runs["two"]["mlflow_run_id"])
+    assert run2.data.tags["rlx.num_processes"] == "2"
+    assert run2.data.tags["rlx.run_id"] == runs["two"]["id"]  # every rank agreed on one id
+    assert len(client.search_runs([client.get_experiment_by_name("two").experiment_id])) == 1
+
+    w1 = load_file(f"{runs['one']['policy_dir']}/model.safetensors")
+    w2 = load_file(f"{runs['two']['policy_dir']}/model.safetensors")
+    from rlx.plugins.tiny.policy import CHECKPOINT
+
+    init = load_file(str(CHECKPOINT / "model.safetensors"))
+    moved = max(float((w1[k] - init[k]).abs().max()) for k in w1)
+    diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    print(f"max |w1 - w2| = {diff:.3g}; max |w1 - w_init| = {moved:.3g}")
+    assert moved > 1e-4  # training moved the weights: the comparison is not vacuous
+    assert diff < 1e-6, diff
+    # logged metrics are averaged over ranks, so they match too
+    for key in ("reward/mean", "loss/policy"):
+        a = [m.value for m in sorted(client.get_metric_history(runs["one"]["mlflow_run_id"], key), key=lambda m: m.step)]
+        b = [m.value for m in sorted(client.get_metric_history(runs["two"]["mlflow_run_id"], key), key=lambda m: m.step)]
+        assert a == pytest.approx(b, abs=1e-5), key
