@@ -105,7 +105,7 @@ def _starts_report(line: str) -> bool:
 
 def is_child() -> bool:
     """True inside a process that ``accelerate launch`` started."""
-    return "LOCAL_RANK" in os.environ and "RLX_RUN_ID" in os.environ
+    return "LOCAL_RANK" in os.environ
 
 
 def exit_child(code: int) -> None:

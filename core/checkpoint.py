@@ -8,6 +8,7 @@ the write never leaves a half checkpoint that resume would pick up.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,15 @@ def save(accelerator: Any, folder: Path, step: int, loop_state: dict[str, Any], 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    # tied embeddings (lm_head = embed_tokens) are stored once and re-tied on load; accelerate
+    # warns about that at every save, which would bury the run's own output
+    quiet = logging.getLogger("accelerate.utils.other")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        quiet.setLevel(level)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "loop_state.json").write_text(json.dumps({"step": step, **loop_state}))

@@ -255,7 +255,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         parts.reference.model.to(accelerator.device)
 
     # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
-    run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or uuid.uuid4().hex[:12]
+    run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or _shared_run_id()
     run_dir = rlx_home.runs_dir() / run_id
     start, samples, last = 1, [], {}
     if resume:
@@ -390,6 +390,18 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
                                ended_at=datetime.now(timezone.utc))
         registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
     return policy_dir
+
+
+def _shared_run_id() -> str:
+    """A new run id, the same on every rank (rank 0's) when started by a plain launcher."""
+    ids = [uuid.uuid4().hex[:12]]
+    from rlx.distributed import rank_world
+
+    if rank_world()[1] > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(ids, src=0)
+    return ids[0]
 
 
 def _version() -> str:

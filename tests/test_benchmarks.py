@@ -19,3 +19,12 @@ def test_grpo_step_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "s/step" in proc.stdout and "tokens/s" in proc.stdout and "peak RSS" in proc.stdout
     assert "4 completions x 8 tokens" in proc.stdout
+
+
+def test_multiprocess_step_smoke(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "multiprocess_step.py"), "--steps", "2",
+                           "--rounds", "1", "--global-prompts", "2"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "ratio (2 / 1)" in proc.stdout
