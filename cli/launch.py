@@ -52,16 +52,20 @@ def launch(argv: list[str], num_processes: int, accelerate_config: Path | None) 
                              f"{str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise UsageError(f"accelerate config '{accelerate_config}' must be a YAML mapping of accelerate options")
+        if loaded.get("distributed_type") == "MULTI_CPU" or loaded.get("use_cpu"):
+            sys.stderr.write("warning: on one machine accelerate starts a single process for MULTI_CPU/use_cpu "
+                             "configs; use distributed_type: MULTI_GPU (rlx sets ACCELERATE_USE_CPU=1 when "
+                             "there is no CUDA)\n")
         cmd += ["--config_file", str(accelerate_config)]
         if num_processes > 1:
             cmd += ["--num_processes", str(num_processes)]
     else:
-        import torch
-
-        if not torch.cuda.is_available():
-            env["ACCELERATE_USE_CPU"] = "1"
         cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no"]
+    import torch
+
+    if not torch.cuda.is_available():  # gloo on CPU; see the module docstring
+        env["ACCELERATE_USE_CPU"] = "1"
     cmd += ["-m", "rlx.cli.main", "run", *child_args(argv)]
     debug = "--debug" in argv
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)

@@ -112,6 +112,8 @@ CASES = [
      ["non-finite value at step 1", "reward 'allnan' returned NaN for every sample", "on_nonfinite=skip"]),
     ("reward Inf", ["run", "--reward", "inf", "--set", "run.on_nonfinite=stop", *TINY], 1,
      ["non-finite value at step 1", "Inf or NaN"]),
+    ("exploding update", ["run", "--set", "optim.lr=1e30", "--set", "run.on_nonfinite=stop", *TINY, "--steps", "4"], 1,
+     ["non-finite value at step", "NaN or Inf", "optim.lr"]),
     ("disabled plugin", ["run", "--reward", "prm"], 2, ["prm", "disabled"]),
     ("show unknown run", ["runs", "show", "doesnotexist"], 2, ["no run 'doesnotexist'", "rlx runs list"]),
     ("resume unknown run", ["runs", "resume", "doesnotexist"], 2, ["no run 'doesnotexist'"]),

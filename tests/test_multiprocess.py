@@ -48,3 +48,27 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
         a = [m.value for m in sorted(client.get_metric_history(runs["one"]["mlflow_run_id"], key), key=lambda m: m.step)]
         b = [m.value for m in sorted(client.get_metric_history(runs["two"]["mlflow_run_id"], key), key=lambda m: m.step)]
         assert a == pytest.approx(b, abs=1e-5), key
+
+
+ACCELERATE_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_GPU
+num_processes: 2
+num_machines: 1
+machine_rank: 0
+mixed_precision: 'no'
+dynamo_config: {}
+"""
+
+
+def test_accelerate_config_file_is_passed_through(tmp_path):
+    cfg = tmp_path / "cpu2.yaml"
+    cfg.write_text(ACCELERATE_CONFIG)
+    proc = rlx(*COMMON, "--accelerate-config", str(cfg), "--set", "run.batch_size=1", "--steps", "2",
+               "--experiment", "cfg", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(runs[0]["mlflow_run_id"])
+    assert run.data.tags["rlx.num_processes"] == "2" and run.info.status == "FINISHED"

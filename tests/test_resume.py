@@ -75,6 +75,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
             assert abs(va - vb) <= 1e-6, (key, kill_at, va, vb)
     assert [s for s, _ in a["reward/mean"]] == list(range(1, STEPS + 1))
 
+    # the newest run.keep_checkpoints (2) are kept, the older ones pruned
+    ckpts = sorted(p.name for p in (tmp_path / "runs" / runs["straight"]["id"] / "checkpoints").iterdir())
+    assert ckpts == ["step_00000004", "step_00000006"]
+
     wa = load_file(f"{runs['straight']['policy_dir']}/model.safetensors")
     wb = load_file(f"{runs['crashy']['policy_dir']}/model.safetensors")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6
