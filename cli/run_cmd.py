@@ -58,7 +58,7 @@ def run(
     if not result.mlflow_run_id:  # not rank 0: rank 0 reports
         return
     m = result.metrics
-    summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("eval/accuracy", "reward/mean", "kl/ref") if k in m)
+    summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("eval/accuracy", "eval/return", "reward/mean", "kl/ref") if k in m)
     typer.echo(f"run {result.run_id} {result.status}: {summary}")
     typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
     if result.policy_dir:

@@ -25,7 +25,9 @@ else:  # pragma: no cover
 
 class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(150, ge=0, description="Optimizer steps (one collected batch each).")
+    steps: int = Field(150, ge=0, description="Training steps (one collected batch and its updates each).")
+    env_steps: int | None = Field(None, ge=1, description="Control environments: train for this many environment "
+                                                          "steps instead (steps = env_steps / batch env steps).")
     seed: int = Field(0, description="Seed for every RNG (torch, python, environment).")
     batch_size: int = Field(16, ge=1, description="Prompts (tasks) per step; samples = batch_size x group size.")
     eval_every: int = Field(50, ge=0, description="Evaluate every N steps (0: only before and after training).")
@@ -55,6 +57,8 @@ class OptimSettings(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping by global norm (0: off).")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
+    schedule: Literal["constant", "linear"] = Field("constant", description="Learning rate after warm-up: constant, "
+                                                                            "or linear decay to 0 at the last step.")
 
 
 SETTINGS = {"run": RunSettings, "generation": GenerationSettings, "optim": OptimSettings}
@@ -239,7 +243,15 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
     if obj_spec.meta.get("data", "rollouts") == "rollouts" and not rewards:
         raise UsageError(f"objective '{names['objective']}' learns from rewards but none was given; add --reward NAME")
 
-    settings = {k: validate_section(k, m, dict(raw.get(k) or {})) for k, m in SETTINGS.items()}
+    # an objective's own defaults for run-level settings sit under the user's values
+    obj_defaults = obj_spec.meta.get("defaults", {})
+    settings = {}
+    for k, m in SETTINGS.items():
+        user = dict(raw.get(k) or {})
+        base = dict(obj_defaults.get(k, {}))
+        if k == "run" and "steps" in user:  # an explicit step count beats a default env-step budget
+            base.pop("env_steps", None)
+        settings[k] = validate_section(k, m, {**base, **user})
     names["reward"] = ",".join(rewards)
     return Resolved(names=names, objective=parts["objective"], env=parts["env"], policy=parts["policy"],
                     rewards=rewards, **settings)

@@ -32,14 +32,6 @@ class Environment(ABC):
         self.config = config
         self.seed = seed
 
-    @abstractmethod
-    def sample(self, n: int) -> list[Task]:
-        """``n`` training tasks; each text task has at least a ``prompt``."""
-
-    @abstractmethod
-    def eval_tasks(self) -> list[Task]:
-        """The fixed held-out split for this seed."""
-
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -53,6 +45,14 @@ class TextEnvironment(Environment):
     kind: ClassVar[str] = "text"
 
     @abstractmethod
+    def sample(self, n: int) -> list[Task]:
+        """``n`` training tasks; each has at least a ``prompt``."""
+
+    @abstractmethod
+    def eval_tasks(self) -> list[Task]:
+        """The fixed held-out split for this seed."""
+
+    @abstractmethod
     def is_correct(self, task: Task, completion: str) -> bool:
         """Whether the completion's final answer is the gold answer."""
 
@@ -63,3 +63,32 @@ class TextEnvironment(Environment):
     def check_steps(self, task: Task, completion: str) -> list[StepVerdict] | None:
         """Per-step verdicts, or None when the environment has no step checker."""
         return None
+
+
+class ControlEnvironment(Environment):
+    """A vectorized environment stepped by actions (``num_envs`` copies in lockstep).
+
+    Observations, rewards and flags are torch tensors with ``num_envs`` rows. An episode
+    that ends is reset automatically; ``step`` returns the observation that starts the
+    next one, and ``final_obs`` holds the last observation of a truncated episode so
+    objectives can bootstrap its value."""
+
+    kind: ClassVar[str] = "control"
+    num_envs: int
+
+    @abstractmethod
+    def reset(self) -> Any:
+        """Observations ``[num_envs, ...]`` of fresh episodes."""
+
+    @abstractmethod
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[int, Any]]:
+        """``(obs, reward, terminated, truncated, final_obs)``; ``final_obs`` maps the index
+        of each truncated env to its last observation."""
+
+    @abstractmethod
+    def episode_stats(self) -> dict[str, float]:
+        """Mean return and length of the episodes finished since the last call (empty if none)."""
+
+    @abstractmethod
+    def evaluate(self, policy: Any, episodes: int) -> dict[str, float]:
+        """``eval/return`` (and ``eval/length``) of the deterministic policy on fresh episodes."""

@@ -57,7 +57,7 @@ class _Progress:
         self.bar = Progress(
             TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
             TextColumn("reward {task.fields[reward]:.3f}"), TextColumn("kl {task.fields[kl]:.4f}"),
-            TextColumn("acc {task.fields[acc]}"), TextColumn("{task.fields[speed]:.2f} s/step"),
+            TextColumn("eval {task.fields[acc]}"), TextColumn("{task.fields[speed]:.2f} s/step"),
             TimeRemainingColumn(), console=self.console, disable=not self.live)
         self.task = self.bar.add_task("train", total=total, reward=0.0, kl=0.0, acc="-", speed=0.0)
 
@@ -72,10 +72,10 @@ class _Progress:
         self.bar.update(self.task, completed=step, reward=m.get("reward/mean", 0.0), kl=m.get("kl/ref", 0.0),
                         speed=m.get("perf/step_s", 0.0))
 
-    def eval(self, step: int, acc: float) -> None:
-        self.bar.update(self.task, acc=f"{acc:.3f}")
-        if self.enabled:  # printed above a live bar, so the accuracy history stays on screen
-            self.console.print(f"step {step}: eval/accuracy={acc:.3f}")
+    def eval(self, step: int, key: str, value: float) -> None:
+        self.bar.update(self.task, acc=f"{value:.3f}")
+        if self.enabled:  # printed above a live bar, so the evaluation history stays on screen
+            self.console.print(f"step {step}: {key}={value:.3f}")
 
 
 @dataclass
@@ -88,6 +88,7 @@ class Components:
     rewards: list[Any]
     reference: Any
     specs: list[Any]
+    rollout: Any = None  # control environments: the stepping state carried across batches
 
 
 def build(cfg: Resolved, registry: Any) -> Components:
@@ -96,11 +97,19 @@ def build(cfg: Resolved, registry: Any) -> Components:
              registry.get("policy", names["policy"])]
     reward_specs = [registry.get("reward", n) for n in cfg.rewards]
     env = specs[1].build(cfg.env, seed=cfg.run.seed)
-    policy = specs[2].build(cfg.policy)
+    policy = specs[2].build(cfg.policy, env=env)
     objective = specs[0].build(cfg.objective, max_new_tokens=cfg.generation.max_new_tokens)
     rewards = [spec.build(c, env=env, name=n) for spec, (n, c) in zip(reward_specs, cfg.rewards.items())]
     reference = policy.reference() if objective.needs_reference else None
     return Components(env, policy, objective, rewards, reference, specs + reward_specs)
+
+
+def total_steps(cfg: Resolved, parts: Components) -> int:
+    """``run.steps``, or for a control environment the steps that cover ``run.env_steps``."""
+    per_step = parts.env.num_envs * parts.objective.rollout_length if parts.rollout is not None else 0
+    if cfg.run.env_steps and per_step:
+        return -(-cfg.run.env_steps // per_step)
+    return cfg.run.steps
 
 
 def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device: str,
@@ -141,8 +150,11 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
 
     gen = cfg.generation
     t0 = time.perf_counter()
-    batch = collect(parts.env, parts.policy, parts.objective, cfg.run.batch_size, max_new_tokens=gen.max_new_tokens,
-                    temperature=gen.temperature, min_new_tokens=gen.min_new_tokens, seed=cfg.run.seed, step=step)
+    if parts.rollout is not None:
+        batch = parts.rollout.collect()
+    else:
+        batch = collect(parts.env, parts.policy, parts.objective, cfg.run.batch_size, max_new_tokens=gen.max_new_tokens,
+                        temperature=gen.temperature, min_new_tokens=gen.min_new_tokens, seed=cfg.run.seed, step=step)
     t_gen = time.perf_counter() - t0
     metrics: dict[str, float] = {}
     problem = ""
@@ -184,9 +196,14 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
         scheduler.step()
         metrics.update({k: v / max(updates, 1) for k, v in sums.items()})
     dt = time.perf_counter() - t0
-    tokens = float(batch["mask"].sum())
-    metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "perf/tokens_per_s": tokens / dt,
-                    "completion/length": tokens / max(len(batch), 1), "optim/lr": scheduler.get_last_lr()[0]})
+    metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "optim/lr": scheduler.get_last_lr()[0]})
+    if parts.rollout is not None:
+        n = float(batch["mask"].numel())
+        metrics.update({"perf/env_steps_per_s": n / dt, "env/steps": float(parts.rollout.env_steps)})
+        metrics.update(parts.env.episode_stats())
+    else:
+        tokens = float(batch["mask"].sum())
+        metrics.update({"perf/tokens_per_s": tokens / dt, "completion/length": tokens / max(len(batch), 1)})
     # ranks log the same keys; a skipped step has no loss metrics on any rank
     return batch, mean_over_ranks(metrics), (problem or "another process saw a non-finite value") if skipped else ""
 
@@ -247,9 +264,13 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     parts = build(cfg, registry)
     env, policy = parts.env, parts.policy
 
+    if getattr(env, "kind", "text") == "control":
+        from rlx.rollout import ControlRollout
+
+        parts.rollout = ControlRollout(env, policy, parts.objective.rollout_length)
+    steps = total_steps(cfg, parts)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    warm = cfg.optim.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim, steps))
     policy.model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
     if parts.reference is not None:
         parts.reference.model.to(accelerator.device)
@@ -294,16 +315,20 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
 
     status, error = "FINISHED", ""
-    can_eval = hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
+    can_eval = hasattr(env, "evaluate") or (hasattr(env, "eval_tasks") and hasattr(env, "is_correct"))
     skipped_total = int(last.get("nonfinite/skipped", 0))
 
     def run_eval(step: int) -> None:
         if main:  # evaluation has no collectives: rank 0 alone
-            m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
+            if hasattr(env, "evaluate"):
+                m, rows = env.evaluate(policy), []
+            else:
+                m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
             samples.extend({"step": step, "split": "eval", **r} for r in rows)
             last.update(m)
             tracker.log_metrics(m, step)
-            bar.eval(step, m["eval/accuracy"])
+            key = next(iter(m))
+            bar.eval(step, key, m[key])
 
     def save_checkpoint(step: int) -> None:
         if tracker:
@@ -316,11 +341,13 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
 
     step = start - 1
     try:
-        with _Progress(run_cfg.steps, enabled=progress and main) as bar, _Interrupts() as interrupts:
+        with _Progress(steps, enabled=progress and main) as bar, _Interrupts() as interrupts:
             bar.update(step, last)
             if can_eval and start == 1:
                 run_eval(0)
-            for step in range(start, run_cfg.steps + 1):
+            for step in range(start, steps + 1):
+                if hasattr(parts.objective, "on_step"):
+                    parts.objective.on_step(step, steps)
                 batch, metrics, problem = train_step(parts, cfg, accelerator, optimizer, scheduler, step)
                 if problem:
                     if run_cfg.on_nonfinite == "stop":
@@ -338,9 +365,9 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                     tracker.log_metrics(metrics, step)
                 bar.update(step, metrics)
                 stop = _agree(main and any(registry.hook.rlx_step_end(step=step, metrics=metrics)))
-                if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != run_cfg.steps:
+                if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != steps:
                     run_eval(step)
-                if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != run_cfg.steps:
+                if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != steps:
                     save_checkpoint(step)
                 if _agree(interrupts.requested):
                     save_checkpoint(step)
@@ -390,6 +417,21 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
                                ended_at=datetime.now(timezone.utc))
         registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
     return policy_dir
+
+
+def _lr_factor(optim: Any, steps: int) -> Any:
+    """Multiplier of the base learning rate at scheduler step s: warm-up, then constant or
+    linear decay to 0 at the last step."""
+    warm = optim.warmup_steps
+
+    def factor(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if optim.schedule == "linear":
+            return max(0.0, 1.0 - (s - warm) / max(steps - warm, 1))
+        return 1.0
+
+    return factor
 
 
 def _shared_run_id() -> str:

@@ -56,3 +56,26 @@ class LMPolicy(Policy):
     @abstractmethod
     def encode(self, prompts: list[str], completions: list[str]) -> "Batch":
         """Teacher-forcing batch of given completions, same keys as ``generate``."""
+
+
+class ControlPolicy(Policy):
+    """A policy over observations (an MLP for classic control)."""
+
+    kind: ClassVar[str] = "control"
+
+    @abstractmethod
+    def act(self, obs: "torch.Tensor", *, deterministic: bool = False
+            ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Actions, their log-probs and the value estimates for ``obs`` ``[N, ...]``."""
+
+    @abstractmethod
+    def value(self, obs: "torch.Tensor") -> "torch.Tensor":
+        """Value estimates ``[N]``."""
+
+    @abstractmethod
+    def evaluate_actions(self, batch: "Batch") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Log-probs, entropies and values ``[B, T]`` of ``batch['actions']`` at ``batch['obs']``."""
+
+    def log_probs(self, batch: "Batch", *, entropy: bool = False) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+        logp, ent, _ = self.evaluate_actions(batch)
+        return logp, ent if entropy else None

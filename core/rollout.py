@@ -60,3 +60,41 @@ def evaluate(env: Any, policy: Any, *, max_new_tokens: int, chunk: int = 256,
                 rows.append({"prompt": t["prompt"], "completion": text, "correct": bool(ok)})
     n = max(len(tasks), 1)
     return {"eval/accuracy": correct / n, "eval/completion_length": lengths / n}, rows
+
+
+class ControlRollout:
+    """Steps a vectorized control environment with the policy, ``length`` steps per copy,
+    carrying the current observations from one batch to the next."""
+
+    def __init__(self, env: Any, policy: Any, length: int):
+        self.env, self.policy, self.length = env, policy, length
+        self.obs = env.reset()
+        self.env_steps = 0
+
+    @torch.no_grad()
+    def collect(self) -> Batch:
+        env, policy, T = self.env, self.policy, self.length
+        N = env.num_envs
+        device = next(policy.model.parameters()).device
+        obs_buf = torch.zeros(N, T, *self.obs.shape[1:])
+        rewards, dones, values, logps, trunc_value = (torch.zeros(N, T) for _ in range(5))
+        actions = []
+        obs = self.obs
+        for t in range(T):
+            obs_buf[:, t] = obs
+            a, logp, v = policy.act(obs.to(device))
+            next_obs, r, term, trunc, final = env.step(a)
+            actions.append(a.cpu())
+            logps[:, t], values[:, t], rewards[:, t] = logp.cpu(), v.cpu(), r
+            dones[:, t] = (term | trunc).float()
+            if final:  # bootstrap truncated episodes from their last observation
+                idx = list(final)
+                trunc_value[idx, t] = policy.value(torch.stack([final[i] for i in idx]).to(device)).cpu()
+            obs = next_obs
+        self.obs = obs
+        self.env_steps += N * T
+        next_value = policy.value(obs.to(device)).cpu()
+        batch = Batch({"obs": obs_buf, "actions": torch.stack(actions, 1), "old_logp": logps, "values": values,
+                       "env_reward": rewards, "dones": dones, "trunc_value": trunc_value,
+                       "next_value": next_value, "mask": torch.ones(N, T)})
+        return batch.to(device)
