@@ -28,3 +28,11 @@ def test_multiprocess_step_smoke(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "ratio (2 / 1)" in proc.stdout
+
+
+def test_ppo_vs_sb3_smoke(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ppo_vs_sb3.py"), "--steps", "2048",
+                           "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "round 0 sb3:" in proc.stdout and "round 0 rlx:" in proc.stdout and "ratio rlx/sb3" in proc.stdout

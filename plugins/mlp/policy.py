@@ -54,9 +54,10 @@ class ActorCritic(nn.Module):
         return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
 
     def dist(self, out: torch.Tensor) -> torch.distributions.Distribution:
+        # argument validation costs more than the tiny forward pass itself
         if self.discrete:
-            return torch.distributions.Categorical(logits=out)
-        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))
+            return torch.distributions.Categorical(logits=out, validate_args=False)
+        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
 
 
 class MLPPolicy(ControlPolicy):
