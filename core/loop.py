@@ -278,12 +278,13 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
     run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or _shared_run_id()
     run_dir = rlx_home.runs_dir() / run_id
-    start, samples, last = 1, [], {}
+    start, samples, last, curve = 1, [], {}, []
     if resume:
         state = checkpoint.load(accelerator, resume.checkpoint)
         env.load_state_dict(state["env"])
         parts.objective.load_state_dict(state["objective"])
         start, samples, last = state["step"] + 1, state["samples"], state["last"]
+        curve = state.get("curve", [])
 
     names = cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
@@ -325,6 +326,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
             else:
                 m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
             samples.extend({"step": step, "split": "eval", **r} for r in rows)
+            curve.append([step, *next(iter(m.items()))])
             last.update(m)
             tracker.log_metrics(m, step)
             key = next(iter(m))
@@ -334,7 +336,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         if tracker:
             tracker.flush()
         state = {"env": env.state_dict(), "objective": parts.objective.state_dict(), "samples": samples,
-                 "last": last}
+                 "last": last, "curve": curve}
         path = checkpoint.save(accelerator, run_dir / "checkpoints", step, state, run_cfg.keep_checkpoints)
         if main and catalog is not None:
             catalog.update_run(run_id, checkpoint=str(path))
@@ -386,13 +388,15 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         status, error = "FAILED", f"{type(exc).__name__}: {exc}"
         raise RlxError(f"run {run_id} failed: {error}; rerun with --debug for the traceback") from exc
     finally:
-        policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last, samples,
+        policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last,
+                             samples, curve,
                              run_dir / "policy" if run_cfg.save_policy else None)
     return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
 
 
 def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry: Any, run_id: str, status: str,
-            error: str, last: dict[str, float], samples: list[dict[str, Any]], save_to: Path | None) -> str:
+            error: str, last: dict[str, float], samples: list[dict[str, Any]], curve: list[list[Any]],
+            save_to: Path | None) -> str:
     """Save the policy, flush tracking and record the final status, whatever happened."""
     from datetime import datetime, timezone
 
@@ -407,6 +411,7 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
     if tracker:
         try:
             tracker.log_table(samples, "samples/generations.json")
+            tracker.log_curve(curve, "learning_curve.png")
             if policy_dir:
                 tracker.set_tags({"rlx.checkpoint": policy_dir})
         finally:

@@ -150,6 +150,27 @@ class Tracker:
         data = {c: [r.get(c) for r in rows] for c in columns}
         self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
 
+    def log_curve(self, points: list[list[Any]], artifact_file: str) -> None:
+        """The evaluation metric against the step, as a PNG in the run (one figure, not per step)."""
+        if len(points) < 2:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+
+        key = points[0][1]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([p[0] for p in points], [p[2] for p in points], marker="o")
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        try:
+            self.client.log_figure(self.run_id, fig, artifact_file)
+        finally:
+            plt.close(fig)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 

@@ -64,7 +64,7 @@ def test_visible_in_mlflow(run):
     steps = [m.step for m in client.get_metric_history(row["run_id"], "reward/mean")]
     assert sorted(steps) == list(range(1, STEPS + 1))
     arts = {a.path for a in client.list_artifacts(row["run_id"])}
-    assert {"config.json", "samples", "policy"} <= arts
+    assert {"config.json", "samples", "policy", "learning_curve.png"} <= arts
     cfg = json.loads(Path(client.download_artifacts(row["run_id"], "config.json", str(home))).read_text())
     assert cfg["objective"]["name"] == "grpo" and cfg["reward"] == {"prm": cfg["reward"]["prm"]}
     table = json.loads(Path(client.download_artifacts(row["run_id"], "samples/generations.json", str(home))).read_text())

@@ -106,6 +106,7 @@ def test_cartpole_learns(tmp_path):
     hist = sorted(client.get_metric_history(run["mlflow_run_id"], "eval/return"), key=lambda m: m.step)
     print(f"CartPole eval/return {hist[0].value:.1f} -> {hist[-1].value:.1f}")
     assert hist[0].step == 0 and hist[-1].value >= 150 and hist[-1].value > 3 * hist[0].value, hist
+    assert "learning_curve.png" in {a.path for a in client.list_artifacts(run["mlflow_run_id"])}
     data = client.get_run(run["mlflow_run_id"]).data.metrics
     for k in ("loss/value", "policy/approx_kl", "ppo/explained_variance", "episode/return", "perf/env_steps_per_s"):
         assert k in data, k
