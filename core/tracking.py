@@ -3,9 +3,7 @@ from a background thread so the training loop never waits on the store."""
 
 from __future__ import annotations
 
-import json
 import queue
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -173,12 +171,6 @@ class Tracker:
 
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-
-    def log_figure_json(self, obj: Any, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / Path(artifact_file).name
-            p.write_text(json.dumps(obj, indent=2))
-            self.client.log_artifact(self.run_id, str(p), str(Path(artifact_file).parent) or None)
 
     def close(self, status: str) -> None:
         """Flush every metric, then mark the run FINISHED, FAILED or KILLED."""

@@ -211,7 +211,3 @@ class Catalog:
                                      components=",".join(r["components"]), distribution=r["distribution"],
                                      version=r["version"], status=r["status"], seen_at=_now()))
             s.commit()
-
-    def plugins(self) -> list[PluginRecord]:
-        with self._session() as s:
-            return list(s.exec(select(PluginRecord)))

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _approx import close
 
 from rlx.batch import Batch
 from rlx.plugins.arithmetic.config import ArithmeticConfig
@@ -16,12 +17,6 @@ from rlx.reward import RewardConfig, RewardSource, combine
 
 NAN = float("nan")
 
-
-def close(actual, expected, atol=1e-6):
-    actual = torch.as_tensor(actual, dtype=torch.double)
-    expected = torch.as_tensor(expected, dtype=torch.double)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    assert torch.allclose(actual, expected, atol=atol, rtol=0, equal_nan=True), (actual, expected)
 
 
 # ----------------------------------------------------------------------- aggregate

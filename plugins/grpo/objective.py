@@ -105,13 +105,12 @@ class GRPO(Objective):
             if reference is not None:
                 batch["ref_logp"] = reference.log_probs(batch)[0]
         # normalize over the global batch: every rank's rewards, then keep this rank's rows
-        rank, _ = rank_world()
+        rank, world = rank_world()
         B, T = batch["mask"].shape
         rewards, placed, group = (gather_rows(batch[k]) for k in ("rewards", "reward_mask", "group"))
         adv, zero_frac = group_advantages(rewards.cpu(), placed.cpu(), (group - group.min()).cpu(), cfg.scale_rewards)
         batch["advantages"] = adv[rank * B:(rank + 1) * B, :T].to(batch["mask"].device)
         # DDP averages gradients over ranks, so dapo's global token count is shared out per rank
-        _, world = rank_world()
         self._num_items = sum_over_ranks(float(batch["mask"].sum())) / world
         return {"grpo/zero_adv_frac": zero_frac}
 
