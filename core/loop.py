@@ -267,7 +267,10 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     if getattr(env, "kind", "text") == "control":
         from rlx.rollout import ControlRollout
 
-        parts.rollout = ControlRollout(env, policy, parts.objective.rollout_length)
+        # an objective with its own exploration (DQN's epsilon-greedy) acts instead of the policy
+        explore = getattr(parts.objective, "act", None)
+        parts.rollout = ControlRollout(env, policy, parts.objective.rollout_length,
+                                       act=(lambda obs: explore(policy, obs)) if explore else None)
     steps = total_steps(cfg, parts)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim, steps))

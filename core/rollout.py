@@ -64,37 +64,53 @@ def evaluate(env: Any, policy: Any, *, max_new_tokens: int, chunk: int = 256,
 
 class ControlRollout:
     """Steps a vectorized control environment with the policy, ``length`` steps per copy,
-    carrying the current observations from one batch to the next."""
+    carrying the current observations from one batch to the next.
 
-    def __init__(self, env: Any, policy: Any, length: int):
+    ``act`` replaces ``policy.act`` as the behaviour policy when an objective explores
+    its own way (DQN's epsilon-greedy); it has the same signature and returns."""
+
+    def __init__(self, env: Any, policy: Any, length: int, act: Any = None):
         self.env, self.policy, self.length = env, policy, length
+        self.act = act or policy.act
         self.obs = env.reset()
         self.env_steps = 0
 
     @torch.no_grad()
     def collect(self) -> Batch:
+        """``[N, T]`` tensors: ``obs``, ``next_obs`` (the observation each step led to; the
+        last one of a truncated episode, not the reset), ``actions``, ``old_logp``,
+        ``values``, ``env_reward``, ``dones`` (terminated or truncated), ``terminated``,
+        ``trunc_value`` (V of a truncated episode's last observation), ``next_value`` [N]."""
         env, policy, T = self.env, self.policy, self.length
         N = env.num_envs
         device = next(policy.model.parameters()).device
-        obs_buf = torch.zeros(N, T, *self.obs.shape[1:])
-        rewards, dones, values, logps, trunc_value = (torch.zeros(N, T) for _ in range(5))
+        obs_buf = torch.zeros(N, T + 1, *self.obs.shape[1:])
+        final_buf: dict[tuple[int, int], torch.Tensor] = {}
+        rewards, dones, terms, values, logps, trunc_value = (torch.zeros(N, T) for _ in range(6))
         actions = []
         obs = self.obs
         for t in range(T):
             obs_buf[:, t] = obs
-            a, logp, v = policy.act(obs.to(device))
+            a, logp, v = self.act(obs.to(device))
             next_obs, r, term, trunc, final = env.step(a)
             actions.append(a.cpu())
             logps[:, t], values[:, t], rewards[:, t] = logp.cpu(), v.cpu(), r
             dones[:, t] = (term | trunc).float()
+            terms[:, t] = term.float()
             if final:  # bootstrap truncated episodes from their last observation
                 idx = list(final)
                 trunc_value[idx, t] = policy.value(torch.stack([final[i] for i in idx]).to(device)).cpu()
+                final_buf.update({(i, t): final[i] for i in idx})
             obs = next_obs
+        obs_buf[:, T] = obs
+        next_obs_buf = obs_buf[:, 1:].clone()
+        for (i, t), o in final_buf.items():
+            next_obs_buf[i, t] = o
         self.obs = obs
         self.env_steps += N * T
         next_value = policy.value(obs.to(device)).cpu()
-        batch = Batch({"obs": obs_buf, "actions": torch.stack(actions, 1), "old_logp": logps, "values": values,
-                       "env_reward": rewards, "dones": dones, "trunc_value": trunc_value,
-                       "next_value": next_value, "mask": torch.ones(N, T)})
+        batch = Batch({"obs": obs_buf[:, :T], "next_obs": next_obs_buf, "actions": torch.stack(actions, 1),
+                       "old_logp": logps, "values": values, "env_reward": rewards, "dones": dones,
+                       "terminated": terms, "trunc_value": trunc_value, "next_value": next_value,
+                       "mask": torch.ones(N, T)})
         return batch.to(device)
