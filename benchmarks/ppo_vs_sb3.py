@@ -20,6 +20,7 @@ import tempfile
 import time
 
 EVAL_EVERY_UPDATES = 25  # x 256 env steps = 6,400
+EXTRA: list[str] = []  # extra --set overrides for the rlx side (profiling)
 
 
 def run_sb3(steps: int, seed: int) -> tuple[float, float | None]:
@@ -72,7 +73,7 @@ def run_rlx(steps: int, seed: int) -> tuple[float, float | None]:
         reg = get_registry()
         cfg = resolve(compose(None, {"objective": "ppo", "env": "gym", "policy": "mlp", "seed": seed},
                               [f"run.env_steps={steps}", f"run.eval_every={EVAL_EVERY_UPDATES}",
-                               "run.save_policy=false", "run.checkpoint_every=0", "env.id=CartPole-v1"]), reg)
+                               "run.save_policy=false", "run.checkpoint_every=0", "env.id=CartPole-v1", *EXTRA]), reg)
         result = train(cfg, reg, progress=False)
         client = MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db")
         step_s = {m.step: m.value for m in client.get_metric_history(result.mlflow_run_id, "perf/step_s")}

@@ -53,17 +53,15 @@ class Batch:
         return self.tensors.get(key, default)
 
     def select(self, index: "torch.Tensor | list[int] | slice") -> "Batch":
-        """Rows ``index`` of every tensor and metadata list."""
+        """Rows ``index`` of every tensor and metadata list (a slice gives views)."""
         import torch
 
         if isinstance(index, slice):
-            rows = list(range(len(self)))[index]
-        elif isinstance(index, torch.Tensor):
-            rows = index.tolist()
-        else:
-            rows = list(index)
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        tensors = {k: v[idx.to(v.device)] for k, v in self.tensors.items()}
+            return Batch({k: v[index] for k, v in self.tensors.items()},
+                         {k: v[index] for k, v in self.meta.items()})
+        idx = index.long() if isinstance(index, torch.Tensor) else torch.as_tensor(list(index), dtype=torch.long)
+        tensors = {k: v[idx if idx.device == v.device else idx.to(v.device)] for k, v in self.tensors.items()}
+        rows = idx.tolist() if self.meta else []
         meta = {k: [v[i] for i in rows] for k, v in self.meta.items()}
         return Batch(tensors, meta)
 

@@ -59,6 +59,8 @@ class OptimSettings(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
     schedule: Literal["constant", "linear"] = Field("constant", description="Learning rate after warm-up: constant, "
                                                                             "or linear decay to 0 at the last step.")
+    kernel: Literal["auto", "single", "foreach", "fused"] = Field(
+        "auto", description="AdamW implementation; auto: fused for control policies, single-tensor for LMs.")
 
 
 SETTINGS = {"run": RunSettings, "generation": GenerationSettings, "optim": OptimSettings}
@@ -213,18 +215,29 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
     """Validate a composed config against the registered components."""
     names: dict[str, str] = {}
     parts: dict[str, BaseModel] = {}
+    specs: dict[str, Any] = {}
+    raw_parts: dict[str, dict[str, Any]] = {}
     for section, kind in COMPONENTS.items():
         values = dict(raw.get(section) or {})
         name = values.pop("name", None)
         if not name:
             raise ConfigError(f"{section}.name is missing; choose one with --{section}")
-        spec = registry.get(kind, str(name))
-        names[section] = spec.name
-        parts[section] = validate_section(section, spec.config, values)
+        specs[section] = registry.get(kind, str(name))
+        names[section] = specs[section].name
+        raw_parts[section] = values
+    # an objective's registered defaults sit under the user's values; ``kind_defaults``
+    # refine them per environment kind (ppo on CartPole and ppo on arithmetic differ)
+    env_kind = specs["env"].meta.get("kind", "text")
+    obj_meta = specs["objective"].meta
+    obj_defaults = _merge(obj_meta.get("defaults", {}), obj_meta.get("kind_defaults", {}).get(env_kind, {}))
+    for section, spec in specs.items():
+        base = obj_defaults.get(section, {})
+        if section != "objective":  # only fields this component has: another plugin may sit there
+            base = {k: v for k, v in base.items() if k in spec.config.model_fields}
+        parts[section] = validate_section(section, spec.config, {**copy.deepcopy(base), **raw_parts[section]})
 
     obj_spec = registry.get("objective", names["objective"])
     env_spec = registry.get("environment", names["env"])
-    env_kind = env_spec.meta.get("kind", "text")
     accepts = obj_spec.meta.get("accepts", ("text",))
     if env_kind not in accepts:
         raise UsageError(
@@ -244,7 +257,6 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
         raise UsageError(f"objective '{names['objective']}' learns from rewards but none was given; add --reward NAME")
 
     # an objective's own defaults for run-level settings sit under the user's values
-    obj_defaults = obj_spec.meta.get("defaults", {})
     settings = {}
     for k, m in SETTINGS.items():
         user = dict(raw.get(k) or {})

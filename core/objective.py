@@ -35,6 +35,10 @@ class Objective(ABC):
     def needs_reference(self) -> bool:
         return False
 
+    def setup(self, policy: "Policy") -> None:
+        """Called once the policy is built and before the optimizer sees its parameters:
+        the place to add what the objective trains alongside it (PPO's value head)."""
+
     def prepare(self, batch: "Batch", policy: "Policy", reference: "Policy | None") -> dict[str, float]:
         """Compute what the loss needs (advantages, old/ref log-probs) once per batch."""
         return {}

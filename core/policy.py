@@ -57,6 +57,19 @@ class LMPolicy(Policy):
     def encode(self, prompts: list[str], completions: list[str]) -> "Batch":
         """Teacher-forcing batch of given completions, same keys as ``generate``."""
 
+    def add_value_head(self) -> None:
+        """Give ``model`` a trainable scalar head on its last hidden state (actor-critic
+        objectives such as ppo call this before training)."""
+        from rlx.errors import UsageError
+
+        raise UsageError(f"policy '{type(self).__name__}' has no value head, which ppo on text needs; "
+                         "use --policy tiny or hf, or an objective without a critic such as grpo")
+
+    def evaluate_actions(self, batch: "Batch") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Per-token log-probs, entropies and values ``[B, T]`` (after ``add_value_head``);
+        the same contract as a control policy's, so one ppo serves both."""
+        raise NotImplementedError(f"{type(self).__name__} has no value head")
+
 
 class ControlPolicy(Policy):
     """A policy over observations (an MLP for classic control)."""

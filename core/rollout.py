@@ -84,33 +84,35 @@ class ControlRollout:
         env, policy, T = self.env, self.policy, self.length
         N = env.num_envs
         device = next(policy.model.parameters()).device
-        obs_buf = torch.zeros(N, T + 1, *self.obs.shape[1:])
-        final_buf: dict[tuple[int, int], torch.Tensor] = {}
-        rewards, dones, terms, values, logps, trunc_value = (torch.zeros(N, T) for _ in range(6))
-        actions = []
-        obs = self.obs
+        # per-step results go into lists, stacked once at the end: cheaper than T indexed writes per key
+        obs_l, act_l, logp_l, val_l, rew_l, term_l, trunc_l = [], [], [], [], [], [], []
+        finals: dict[tuple[int, int], torch.Tensor] = {}
+        obs = self.obs.to(device)
         for t in range(T):
-            obs_buf[:, t] = obs
-            a, logp, v = self.act(obs.to(device))
+            obs_l.append(obs)
+            a, logp, v = self.act(obs)
             next_obs, r, term, trunc, final = env.step(a)
-            actions.append(a.cpu())
-            logps[:, t], values[:, t], rewards[:, t] = logp.cpu(), v.cpu(), r
-            dones[:, t] = (term | trunc).float()
-            terms[:, t] = term.float()
-            if final:  # bootstrap truncated episodes from their last observation
-                idx = list(final)
-                trunc_value[idx, t] = policy.value(torch.stack([final[i] for i in idx]).to(device)).cpu()
-                final_buf.update({(i, t): final[i] for i in idx})
-            obs = next_obs
-        obs_buf[:, T] = obs
-        next_obs_buf = obs_buf[:, 1:].clone()
-        for (i, t), o in final_buf.items():
-            next_obs_buf[i, t] = o
+            act_l.append(a)
+            logp_l.append(logp)
+            val_l.append(v)
+            rew_l.append(r)
+            term_l.append(term)
+            trunc_l.append(trunc)
+            finals.update({(i, t): o for i, o in final.items()})
+            obs = next_obs.to(device)
         self.obs = obs
         self.env_steps += N * T
-        next_value = policy.value(obs.to(device)).cpu()
-        batch = Batch({"obs": obs_buf[:, :T], "next_obs": next_obs_buf, "actions": torch.stack(actions, 1),
-                       "old_logp": logps, "values": values, "env_reward": rewards, "dones": dones,
-                       "terminated": terms, "trunc_value": trunc_value, "next_value": next_value,
-                       "mask": torch.ones(N, T)})
-        return batch.to(device)
+        obs_buf = torch.stack(obs_l + [obs], 1)
+        next_obs = obs_buf[:, 1:]
+        trunc_value = torch.zeros(N, T, device=device)
+        if finals:  # bootstrap truncated episodes from their last observation, not the reset one
+            next_obs = next_obs.clone()
+            (rows, cols), last = zip(*finals), torch.stack(list(finals.values())).to(device)
+            next_obs[list(rows), list(cols)] = last
+            trunc_value[list(rows), list(cols)] = policy.value(last)
+        terms = torch.stack(term_l, 1).to(device)
+        return Batch({"obs": obs_buf[:, :T], "next_obs": next_obs, "actions": torch.stack(act_l, 1),
+                      "old_logp": torch.stack(logp_l, 1), "values": torch.stack(val_l, 1),
+                      "env_reward": torch.stack(rew_l, 1).to(device),
+                      "dones": (terms | torch.stack(trunc_l, 1).to(device)).float(), "terminated": terms.float(),
+                      "trunc_value": trunc_value, "next_value": policy.value(obs), "mask": torch.ones(N, T, device=device)})

@@ -12,7 +12,7 @@ from _cli import rlx
 
 from rlx.batch import Batch
 from rlx.plugins.ppo.config import PPOConfig
-from rlx.plugins.ppo.objective import PPO, explained_variance, gae
+from rlx.plugins.ppo.objective import PPO, AdaptiveKL, explained_variance, gae, token_gae, whiten
 
 
 def test_gae_by_hand():
@@ -75,13 +75,13 @@ def test_loss_terms_by_hand():
     v_unclipped = [(2.0 - 1.0) ** 2, (0.1 - 0.0) ** 2, (1.2 - 2.0) ** 2]
     v_clipped = [(0.5 - 1.0) ** 2, (0.1 - 0.0) ** 2, (1.2 - 2.0) ** 2]
     vl = 0.5 * sum(max(a, b) for a, b in zip(v_unclipped, v_clipped)) / 3
-    assert m["loss/policy"] == pytest.approx(pg)
-    assert m["loss/value"] == pytest.approx(vl)
-    assert m["policy/entropy"] == pytest.approx(0.5)
+    assert float(m["loss/policy"]) == pytest.approx(pg)
+    assert float(m["loss/value"]) == pytest.approx(vl)
+    assert float(m["policy/entropy"]) == pytest.approx(0.5)
     assert float(loss.detach()) == pytest.approx(pg - 0.1 * 0.5 + 0.5 * vl)
     kl = sum((r - 1) - math.log(r) for r in (1.5, 0.9, 1.0)) / 3
-    assert m["policy/approx_kl"] == pytest.approx(kl, rel=1e-5)
-    assert m["policy/clip_frac"] == pytest.approx(1 / 3)
+    assert float(m["policy/approx_kl"]) == pytest.approx(kl, rel=1e-5)
+    assert float(m["policy/clip_frac"]) == pytest.approx(1 / 3)
 
 
 def test_clip_schedule_and_target_kl():
@@ -91,6 +91,148 @@ def test_clip_schedule_and_target_kl():
     ppo.on_step(3, 4)
     assert ppo.clip == pytest.approx(0.1)
     assert explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(1.0)
+
+
+def test_token_gae_by_hand():
+    # two completions; the second is 2 tokens long (its third position is padding)
+    r = torch.tensor([[0.0, 1.0, 2.0], [1.0, 3.0, 9.0]])
+    v = torch.tensor([[0.5, 0.5, 1.0], [1.0, 2.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv, ret = token_gae(r, v, mask, gamma=1.0, lam=0.5)
+    # row 0: deltas r_t + V_{t+1} - V_t, with V after the last token = 0
+    d = [0 + 0.5 - 0.5, 1 + 1.0 - 0.5, 2 + 0 - 1.0]
+    a2 = d[2]
+    a1 = d[1] + 0.5 * a2
+    a0 = d[0] + 0.5 * a1
+    assert adv[0].tolist() == pytest.approx([a0, a1, a2])
+    # row 1: the episode ends at token 1; the padding's reward 9 and value 7 must not leak back
+    b1 = 3 + 0 - 2.0
+    b0 = (1 + 2.0 - 1.0) + 0.5 * b1
+    assert adv[1].tolist() == pytest.approx([b0, b1, 0.0])
+    assert ret[1].tolist() == pytest.approx([b0 + 1.0, b1 + 2.0, 0.0])
+
+
+def test_whiten_ignores_padding():
+    x = torch.tensor([[1.0, 2.0, 100.0], [3.0, 4.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    w = whiten(x, mask)
+    on = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    expect = (on - on.mean()) / on.std()
+    assert w[mask.bool()].tolist() == pytest.approx(expect.tolist(), rel=1e-5)
+    assert w[0, 2].item() == 0.0
+
+
+def test_adaptive_kl_coefficient():
+    kl = AdaptiveKL(0.1, target=6.0, horizon=100)
+    kl.update(12.0, n=10)  # twice the target: error clipped to +0.2
+    assert kl.coef == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    kl.update(3.0, n=10)  # half the target: error -0.2... clipped from -0.5
+    assert kl.coef == pytest.approx(0.1 * 1.02 * (1 - 0.2 * 0.1))
+    fixed = AdaptiveKL(0.05, target=None, horizon=100)
+    fixed.update(100.0, n=50)
+    assert fixed.coef == 0.05
+
+
+def test_text_loss_is_token_masked():
+    """Text batches: the surrogate and value loss average over completion tokens only."""
+    cfg = PPOConfig(clip_range=0.2, clip_schedule="constant", clip_value=None, vf_coef=1.0, normalize_advantages=False)
+    ppo = PPO(cfg, env_kind="text")
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    batch = Batch({"old_logp": torch.zeros(1, 3), "advantages": torch.tensor([[1.0, 2.0, 50.0]]),
+                   "returns": torch.tensor([[1.0, 1.0, 40.0]]), "values": torch.zeros(1, 3), "mask": mask})
+    value = torch.tensor([[0.0, 2.0, -9.0]])
+    loss, m = ppo.loss(FixedPolicy(torch.zeros(1, 3), value, torch.ones(1, 3)), batch)
+    assert float(m["loss/policy"]) == pytest.approx(-(1.0 + 2.0) / 2)
+    assert float(m["loss/value"]) == pytest.approx(0.5 * (1.0 + 1.0) / 2)
+
+
+def test_mlp_log_probs_match_torch_distributions():
+    from types import SimpleNamespace
+
+    from rlx.plugins.mlp.policy import ActorCritic
+
+    cfg = SimpleNamespace(activation="tanh", hidden_sizes=[8], shared=False, ortho_init=True, log_std_init=-0.3)
+    torch.manual_seed(0)
+    for discrete in (True, False):
+        net = ActorCritic(3, 2, discrete, cfg)
+        out = torch.randn(6, 2)
+        a = net.sample(out)
+        logp, ent = net.log_prob_entropy(out, a)
+        if discrete:
+            d = torch.distributions.Categorical(logits=out)
+            ref_lp, ref_ent = d.log_prob(a), d.entropy()
+        else:
+            d = torch.distributions.Normal(out, net.log_std.exp().expand_as(out))
+            ref_lp, ref_ent = d.log_prob(a).sum(-1), d.entropy().sum(-1)
+        assert torch.allclose(logp, ref_lp, atol=1e-6) and torch.allclose(ent, ref_ent, atol=1e-6)
+
+
+def test_gym_normalization_and_async():
+    import numpy as np
+
+    from rlx.plugins.gym.config import GymConfig
+    from rlx.plugins.gym.env import GymEnv, RunningMeanStd
+
+    rms, x = RunningMeanStd((2,)), np.random.default_rng(0).normal(5.0, 2.0, (600, 2))
+    for chunk in np.split(x, 6):
+        rms.update(chunk)
+    assert rms.mean == pytest.approx(x.mean(0)) and rms.var == pytest.approx(x.var(0), rel=1e-4)
+
+    env = GymEnv(GymConfig(id="Pendulum-v1", num_envs=4, normalize_obs=True, normalize_reward=True), seed=0)
+    env.reset()
+    obs, rew = [], []
+    for _ in range(400):
+        o, r, *_ = env.step(torch.randn(4, 1))
+        obs.append(o)
+        rew.append(r)
+    obs_t = torch.stack(obs).reshape(-1, 3)
+    assert obs_t.mean(0).abs().max() < 0.5 and (obs_t.std(0) - 1).abs().max() < 0.4
+    assert torch.stack(rew[200:]).abs().max() < 1.0  # raw Pendulum rewards reach -16
+    assert env.episode_stats()["episode/return"] < -500  # episode returns stay raw
+    env.close()
+
+    sync = GymEnv(GymConfig(id="CartPole-v1", num_envs=3), seed=7)
+    asyn = GymEnv(GymConfig(id="CartPole-v1", num_envs=3, vectorization="async"), seed=7)
+    assert torch.equal(sync.reset(), asyn.reset())  # same seeds, same episodes
+    for _ in range(30):
+        a = torch.randint(0, 2, (3,))
+        s_out, a_out = sync.step(a), asyn.step(a)
+        assert torch.equal(s_out[0], a_out[0]) and torch.equal(s_out[1], a_out[1])
+    sync.close()
+    asyn.close()
+
+
+def test_kind_defaults():
+    from rlx.config import compose, resolve
+    from rlx.registry import get_registry
+
+    reg = get_registry()
+    text = resolve(compose(None, {"objective": "ppo", "reward": ["prm"]}, []), reg)
+    assert text.objective.gamma == 1.0 and text.optim.lr == 1e-4 and text.run.env_steps is None
+    control = resolve(compose(None, {"objective": "ppo", "env": "gym", "policy": "mlp"}, ["objective.gamma=0.9"]), reg)
+    assert control.objective.gamma == 0.9 and control.optim.lr == 1e-3 and control.run.env_steps == 100_000
+
+
+@pytest.mark.slow
+def test_text_ppo_runs_with_value_head(tmp_path):
+    """The LM path end to end: value head trained, KL to the reference logged, and the
+    saved policy is a plain transformers model (no value head in it)."""
+    proc = rlx("run", "--objective", "ppo", "--reward", "prm", "--steps", "3", "--set", "run.batch_size=8",
+               "--set", "run.eval_every=0", "--set", "env.eval_size=16", "--no-progress", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    data = client.get_run(run["mlflow_run_id"]).data.metrics
+    for k in ("kl/ref", "ppo/kl_coef", "loss/value", "ppo/explained_variance", "eval/accuracy", "reward/prm"):
+        assert k in data, k
+    kl = {m.step: m.value for m in client.get_metric_history(run["mlflow_run_id"], "kl/ref")}
+    assert kl[1] == pytest.approx(0.0, abs=1e-5) and kl[3] > 0  # the policy moved away from the reference
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "runs" / run["id"] / "policy" / "model.safetensors"))
+    assert weights and not any("value_head" in k for k in weights)
 
 
 @pytest.mark.slow

@@ -30,6 +30,30 @@ def _make_vector(env_id: str, n: int, mode: str, seed: int) -> Any:
     return envs
 
 
+class RunningMeanStd:
+    """Mean and variance of a stream of batches, merged with Chan et al.'s parallel formula."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.var = np.ones(shape, dtype=np.float64)
+        self.count = 1e-4  # a pseudo-count, so the first batch is not divided by zero
+
+    def update(self, x: np.ndarray) -> None:
+        n = x.shape[0]
+        b_mean, b_var = x.mean(0), x.var(0)
+        delta, total = b_mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + b_var * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.var = np.asarray(state["mean"]), np.asarray(state["var"])
+        self.count = state["count"]
+
+
 class GymEnv(ControlEnvironment):
     kind = "control"
 
@@ -43,12 +67,34 @@ class GymEnv(ControlEnvironment):
         self._ret = np.zeros(self.num_envs)
         self._len = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[float, int]] = []
+        self.obs_rms = RunningMeanStd(self.observation_space.shape) if config.normalize_obs else None
+        self.ret_rms = RunningMeanStd() if config.normalize_reward else None
+        self._disc_ret = np.zeros(self.num_envs)
+
+    def _obs(self, obs: np.ndarray, update: bool = True) -> torch.Tensor:
+        if self.obs_rms is not None:
+            if update:
+                self.obs_rms.update(obs)
+            c = self.config.clip_obs
+            obs = np.clip((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8), -c, c)
+        return torch.as_tensor(obs, dtype=torch.float32)
+
+    def _reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        if self.ret_rms is None:
+            return reward
+        # scale by the spread of the discounted return, not of the reward (as SB3's VecNormalize)
+        self._disc_ret = self._disc_ret * self.config.gamma + reward
+        self.ret_rms.update(self._disc_ret)
+        self._disc_ret[done] = 0.0
+        c = self.config.clip_reward
+        return np.clip(reward / np.sqrt(self.ret_rms.var + 1e-8), -c, c)
 
     def reset(self) -> torch.Tensor:
         obs, _ = self.envs.reset(seed=self.seed)
         self._ret[:] = 0
         self._len[:] = 0
-        return torch.as_tensor(obs, dtype=torch.float32)
+        self._disc_ret[:] = 0
+        return self._obs(obs)
 
     def _to_env(self, actions: torch.Tensor) -> np.ndarray:
         a = actions.detach().cpu().numpy()
@@ -68,9 +114,17 @@ class GymEnv(ControlEnvironment):
         final = {}
         if trunc.any():
             for i in np.flatnonzero(trunc):
-                final[int(i)] = torch.as_tensor(info["final_obs"][i], dtype=torch.float32)
-        return (torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(reward, dtype=torch.float32),
+                final[int(i)] = self._obs(info["final_obs"][i][None], update=False)[0]
+        return (self._obs(obs), torch.as_tensor(self._reward(reward, done), dtype=torch.float32),
                 torch.as_tensor(term), torch.as_tensor(trunc), final)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: rms.state_dict() for k, rms in (("obs_rms", self.obs_rms), ("ret_rms", self.ret_rms)) if rms}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in ("obs_rms", "ret_rms"):
+            if k in state and getattr(self, k) is not None:
+                getattr(self, k).load_state_dict(state[k])
 
     def episode_stats(self) -> dict[str, float]:
         done, self._finished = self._finished, []
@@ -91,7 +145,7 @@ class GymEnv(ControlEnvironment):
         active = np.ones(n, dtype=bool)
         device = next(policy.model.parameters()).device
         while active.any():
-            a, _, _ = policy.act(torch.as_tensor(obs, dtype=torch.float32, device=device), deterministic=True)
+            a, _, _ = policy.act(self._obs(obs, update=False).to(device), deterministic=True)
             obs, r, term, trunc, _ = envs.step(self._to_env(a))
             ret += r * active
             length += active

@@ -159,22 +159,52 @@ class HFPolicy(LMPolicy):
         batch["attention_mask"] = torch.cat([enc["attention_mask"], batch["mask"].long()], 1)
         return batch.to(self.device)
 
-    def log_probs(self, batch: Batch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        ids, attn, actions = batch["input_ids"], batch["attention_mask"], batch["actions"]
-        T = actions.shape[1]
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    def _forward(self, batch: Batch, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[B, T, V]`` that score each action, and (``hidden``) the last hidden
+        state at the same positions: the state each action was taken in."""
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        T = batch["actions"].shape[1]
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attn,
+                                  "position_ids": (attn.cumsum(-1) - 1).clamp(min=0)}
+        if hidden:
+            kwargs["output_hidden_states"] = True
         try:
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=T + 1)
+            out = self.model(**kwargs, logits_to_keep=T + 1)
         except TypeError:  # models without logits_to_keep
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=position_ids)
-        logits = out.logits[:, -(T + 1):-1].float()
+            out = self.model(**kwargs)
+        h = out.hidden_states[-1][:, -(T + 1):-1] if hidden else None
+        return out.logits[:, -(T + 1):-1].float(), h
+
+    def log_probs(self, batch: Batch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, _ = self._forward(batch)
         lse = torch.logsumexp(logits, dim=-1)
-        logp = logits.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - lse
+        logp = logits.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1) - lse
         ent = None
         if entropy:
             with torch.no_grad():
                 ent = lse - (F.softmax(logits, dim=-1) * logits).sum(-1)
         return logp, ent
+
+    def add_value_head(self) -> None:
+        model = _unwrap(self.model)
+        if not hasattr(model, "rlx_value_head"):
+            width = model.get_output_embeddings().in_features
+            p = next(model.parameters())
+            head = torch.nn.Linear(width, 1).to(device=p.device, dtype=p.dtype)
+            torch.nn.init.zeros_(head.weight)  # V = 0 at first: no spurious advantages before it learns
+            torch.nn.init.zeros_(head.bias)
+            # a submodule, so the optimizer, accelerate and checkpoints all see it
+            model.add_module("rlx_value_head", head)
+
+    def evaluate_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        head = getattr(_unwrap(self.model), "rlx_value_head", None)
+        if head is None:
+            raise RuntimeError("evaluate_actions needs add_value_head() first")
+        logits, h = self._forward(batch, hidden=True)
+        logp_all = torch.log_softmax(logits, -1)
+        logp = logp_all.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, ent, head(h).squeeze(-1).float()
 
     def reference(self) -> "HFPolicy":
         ref = copy.copy(self)
@@ -184,5 +214,8 @@ class HFPolicy(LMPolicy):
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        _unwrap(self.model).save_pretrained(path)
+        model = _unwrap(self.model)
+        # the value head is training machinery, not part of the model a user loads back
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith("rlx_value_head.")}
+        model.save_pretrained(path, state_dict=state)
         self.tokenizer.save_pretrained(path)

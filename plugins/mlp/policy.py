@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
@@ -50,14 +51,46 @@ class ActorCritic(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(config.log_std_init)))
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
+        self._act_fn = torch.tanh if config.activation == "tanh" else torch.relu
+        self._shared = config.shared
 
-    def dist(self, out: torch.Tensor) -> torch.distributions.Distribution:
-        # argument validation costs more than the tiny forward pass itself
+    def _trunk(self, body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        # F.linear on the layers' own parameters: calling each submodule costs more than
+        # its arithmetic at these sizes; the module tree stays for state_dict and printing
+        for layer in body[::2]:
+            x = self._act_fn(F.linear(x, layer.weight, layer.bias))
+        return x
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self._trunk(self.actor_body, obs)
+        hc = h if self._shared else self._trunk(self.critic_body, obs)
+        return (F.linear(h, self.actor_head.weight, self.actor_head.bias),
+                F.linear(hc, self.critic_head.weight, self.critic_head.bias).squeeze(-1))
+
+    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of ``actions`` (summed over action dimensions) and entropies, written
+        out rather than through torch.distributions: on batches this small the
+        distribution objects cost more than the network."""
         if self.discrete:
-            return torch.distributions.Categorical(logits=out, validate_args=False)
-        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
+            logits = torch.log_softmax(out, -1)
+            ent = -(logits.exp() * logits).sum(-1)
+            return (logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1) if actions is not None else ent), ent
+        log_std = self.log_std.expand_as(out)
+        ent = (log_std + _HALF_LOG_2PI_E).sum(-1)
+        if actions is None:
+            return ent, ent
+        z = (actions - out) * torch.exp(-log_std)
+        return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1), ent
+
+    def sample(self, out: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            return torch.multinomial(torch.softmax(out, -1), 1).squeeze(-1)
+        return out + self.log_std.exp() * torch.randn_like(out)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_HALF_LOG_2PI_E = 0.5 + _HALF_LOG_2PI
 
 
 class MLPPolicy(ControlPolicy):
@@ -74,32 +107,34 @@ class MLPPolicy(ControlPolicy):
         self.act_dim = int(act_space.n) if self.discrete else int(math.prod(act_space.shape))
         self.model = ActorCritic(self.obs_dim, self.act_dim, self.discrete, config)
 
-    def _logp(self, d: torch.distributions.Distribution, a: torch.Tensor) -> torch.Tensor:
-        lp = d.log_prob(a)
-        return lp if self.discrete else lp.sum(-1)
+    def _inner(self) -> ActorCritic:
+        return getattr(self.model, "module", self.model)
 
     def act(self, obs: torch.Tensor, *, deterministic: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out, value = self.model(obs.reshape(obs.shape[0], self.obs_dim))
-        inner = getattr(self.model, "module", self.model)
-        d = inner.dist(out)
+        net = self._inner()
         if deterministic:
             a = out.argmax(-1) if self.discrete else out
         else:
-            a = d.sample()
-        return a, self._logp(d, a), value
+            a = net.sample(out)
+        return a, net.log_prob_entropy(out, a)[0], value
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.model(obs.reshape(obs.shape[0], self.obs_dim))[1]
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor head's outputs ``[N, A]`` read as action values (value-based objectives
+        such as dqn): ``act(deterministic=True)`` is then greedy in Q. Skips the critic."""
+        net = self._inner()
+        return net.actor_head(net.actor_body(obs.reshape(obs.shape[0], self.obs_dim)))
 
     def evaluate_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         obs, actions = batch["obs"], batch["actions"]
         B, T = actions.shape[:2]
         out, value = self.model(obs.reshape(B * T, self.obs_dim))
-        d = getattr(self.model, "module", self.model).dist(out)
-        a = actions.reshape(B * T, *actions.shape[2:])
-        ent = d.entropy() if self.discrete else d.entropy().sum(-1)
-        return self._logp(d, a).view(B, T), ent.view(B, T), value.view(B, T)
+        logp, ent = self._inner().log_prob_entropy(out, actions.reshape(B * T, *actions.shape[2:]))
+        return logp.view(B, T), ent.view(B, T), value.view(B, T)
 
     def reference(self) -> "MLPPolicy":
         ref = copy.copy(self)

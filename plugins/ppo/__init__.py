@@ -1,4 +1,4 @@
-"""Objective ``ppo``: clipped-surrogate PPO with GAE(lambda) for control policies."""
+"""Objective ``ppo``: clipped-surrogate PPO with GAE(lambda), for control and LM policies."""
 
 from rlx.hookspecs import hookimpl
 from rlx.plugins.ppo.config import PPOConfig
@@ -6,8 +6,14 @@ from rlx.plugins.ppo.config import PPOConfig
 
 @hookimpl
 def rlx_register_objectives(register):
-    # the defaults are RL Baselines3 Zoo's tuned CartPole-v1 set (gym's default env)
-    register("ppo", "rlx.plugins.ppo.objective:PPO", config=PPOConfig, accepts=("control",), data="rollouts",
+    # control defaults: RL Baselines3 Zoo's tuned CartPole-v1 set (gym's default env);
+    # text defaults: token-level PPO on an LM with a value head, as in TRL's PPO
+    register("ppo", "rlx.plugins.ppo.objective:PPO", config=PPOConfig, accepts=("control", "text"), data="rollouts",
              defaults={"optim": {"lr": 1e-3, "schedule": "linear", "max_grad_norm": 0.5},
                        "run": {"env_steps": 100_000, "eval_every": 25}},
-             description="PPO: clipped surrogate, GAE, value clipping, entropy bonus, target-KL stop")
+             kind_defaults={"text": {
+                 "objective": {"gamma": 1.0, "gae_lambda": 0.95, "epochs": 2, "num_minibatches": 1,
+                               "clip_schedule": "constant", "clip_value": 0.2, "vf_coef": 0.1},
+                 "optim": {"lr": 1e-4, "schedule": "constant", "max_grad_norm": 1.0},
+                 "run": {"env_steps": None, "eval_every": 50, "batch_size": 64}}},
+             description="PPO: clipped surrogate, GAE, value clipping, KL penalty; MLP or LM (value head) policies")

@@ -19,4 +19,11 @@ class PPOConfig(BaseModel):
     ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient.")
     vf_coef: float = Field(0.5, ge=0, description="Value loss coefficient.")
     normalize_advantages: bool = Field(True, description="Normalize advantages per minibatch.")
+    # text (LM) policies: KL to the reference as a per-token reward penalty
+    kl_coef: float = Field(0.05, ge=0, description="Text: coefficient of the per-token KL penalty (0: no reference "
+                                                   "model at all).")
+    kl_target: float | None = Field(None, gt=0, description="Text: adapt kl_coef so the sequence KL tracks this "
+                                                            "(Ziegler et al. 2019); None keeps it fixed.")
+    kl_horizon: int = Field(10_000, ge=1, description="Text: samples over which the adaptive coefficient moves by "
+                                                      "at most 20%.")
     target_kl: float | None = Field(None, gt=0, description="Stop the epochs of an update once approx KL exceeds this.")

@@ -1,12 +1,24 @@
 """PPO (Schulman et al. 2017) with GAE (Schulman et al. 2016), read top to bottom.
 
-The batch is ``[N, T]``: N environment copies, T steps each. ``prepare`` turns rewards
-and values into advantages and returns; ``minibatches`` shuffles the N*T samples for
-each epoch; ``loss`` is the clipped surrogate + value loss - entropy bonus.
+One objective, two kinds of batch, the same loss:
+
+- control: ``[N, T]`` = N environment copies x T steps. ``prepare`` turns the rewards and
+  the values recorded while acting into advantages and returns; ``minibatches``
+  shuffles the N*T transitions for each epoch.
+- text: ``[B, T]`` = B completions x T tokens; a token is an action, its state the
+  prompt plus the tokens before it. ``prepare`` scores the batch once with the policy
+  (old log-probs and values from its value head) and the reference; the per-token KL to
+  the reference is a penalty on the token's reward (Ziegler et al. 2019), placed with
+  the task rewards at their positions (a ``prm`` step reward on the step's last
+  token), and GAE runs over tokens. ``minibatches`` shuffles the completions.
+
+``loss`` is the clipped surrogate + value loss - entropy bonus, as masked means over
+the actions (every control step, the completion tokens of a text batch).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator
 
 import torch
@@ -14,6 +26,9 @@ import torch
 from rlx.batch import Batch
 from rlx.objective import Objective
 from rlx.policy import Policy
+
+_TEXT_KEYS = ("input_ids", "attention_mask", "actions", "mask", "old_logp", "values", "advantages", "returns")
+_CONTROL_KEYS = ("obs", "actions", "old_logp", "values", "advantages", "returns")
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
@@ -24,13 +39,39 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_v
     N, T = rewards.shape
     adv = torch.zeros_like(rewards)
     last = torch.zeros(N, dtype=rewards.dtype, device=rewards.device)
+    live = 1.0 - dones.float()
     for t in reversed(range(T)):
         v_next = next_value if t == T - 1 else values[:, t + 1]
-        live = 1.0 - dones[:, t].float()
-        delta = rewards[:, t] + gamma * v_next * live - values[:, t]
-        last = delta + gamma * lam * live * last
+        delta = rewards[:, t] + gamma * v_next * live[:, t] - values[:, t]
+        last = delta + gamma * lam * live[:, t] * last
         adv[:, t] = last
     return adv, adv + values
+
+
+def token_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+              lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over completion tokens ``[B, T]``: the episode ends after the last token of
+    ``mask`` (nothing is bootstrapped past it); padding gets zero advantage and return."""
+    rewards, values = rewards * mask, values * mask
+    adv, _ = gae(rewards, values, torch.zeros_like(mask), torch.zeros_like(mask[:, 0]), gamma, lam)
+    adv = adv * mask
+    return adv, (adv + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x.mean() if mask is None else (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries."""
+    if mask is None:
+        return (x - x.mean()) / (x.std() + 1e-8)
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    n = x.numel() if mask is None else float(mask.sum())
+    var = var * n / max(n - 1, 1)  # unbiased, as torch.std
+    out = (x - mean) / (var.sqrt() + 1e-8)
+    return out if mask is None else out * mask
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -38,17 +79,41 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
+class AdaptiveKL:
+    """The KL coefficient of Ziegler et al. (2019): nudged each batch so the measured
+    KL to the reference tracks ``target``; fixed when ``target`` is None."""
+
+    def __init__(self, coef: float, target: float | None, horizon: int):
+        self.coef, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, n: int) -> None:
+        if self.target is None or not math.isfinite(kl):
+            return
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        self.coef *= 1.0 + error * n / self.horizon
+
+
 class PPO(Objective):
     data = "rollouts"
 
-    def __init__(self, config: Any, **kwargs: Any):
+    def __init__(self, config: Any, *, env_kind: str = "control", **kwargs: Any):
         super().__init__(config)
+        self.text = env_kind == "text"
         self.progress = 0.0
         self._stop_epochs = False
+        self.kl = AdaptiveKL(config.kl_coef, config.kl_target, config.kl_horizon)
 
     @property
     def rollout_length(self) -> int:
         return self.config.n_steps
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.text and self.config.kl_coef > 0
+
+    def setup(self, policy: Policy) -> None:
+        if self.text:
+            policy.add_value_head()
 
     def on_step(self, step: int, total: int) -> None:
         self.progress = (step - 1) / max(total, 1)
@@ -59,6 +124,9 @@ class PPO(Objective):
         return c.clip_range * (1.0 - self.progress) if c.clip_schedule == "linear" else c.clip_range
 
     def prepare(self, batch: Batch, policy: Policy, reference: Policy | None) -> dict[str, float]:
+        return self._prepare_text(batch, policy, reference) if self.text else self._prepare_control(batch)
+
+    def _prepare_control(self, batch: Batch) -> dict[str, float]:
         c = self.config
         # a truncated episode still had a future: its last reward carries gamma * V(final obs)
         rewards = batch["rewards"] + c.gamma * batch["trunc_value"]
@@ -67,41 +135,74 @@ class PPO(Objective):
         return {"ppo/explained_variance": explained_variance(batch["values"].flatten(), ret.flatten()),
                 "ppo/clip_range": self.clip}
 
+    @torch.no_grad()
+    def _prepare_text(self, batch: Batch, policy: Any, reference: Any) -> dict[str, float]:
+        c = self.config
+        mask = batch["mask"]
+        old_logp, _, values = policy.evaluate_actions(batch)
+        rewards = batch["rewards"]
+        metrics: dict[str, float] = {}
+        coef = self.kl.coef
+        if reference is not None:
+            ref_logp, _ = reference.log_probs(batch)
+            kl = (old_logp - ref_logp) * mask  # k1 per token: its expectation is the sequence KL
+            rewards = rewards - coef * kl
+            seq_kl = float(kl.sum(-1).mean())
+            self.kl.update(seq_kl, len(batch))
+            metrics.update({"kl/ref": seq_kl, "ppo/kl_coef": coef})
+        adv, ret = token_gae(rewards, values, mask, c.gamma, c.gae_lambda)
+        batch["old_logp"], batch["values"], batch["returns"] = old_logp, values * mask, ret
+        batch["advantages"] = whiten(adv, mask) if c.normalize_advantages else adv
+        on = mask.bool()
+        metrics.update({"ppo/explained_variance": explained_variance(values[on], ret[on]),
+                        "ppo/value_mean": float(values[on].mean()), "ppo/clip_range": self.clip})
+        return metrics
+
     def minibatches(self, batch: Batch) -> Iterator[Batch]:
-        N, T = batch["actions"].shape[:2]
-        keys = ("obs", "actions", "old_logp", "values", "advantages", "returns")
-        flat = Batch({k: batch[k].reshape(N * T, 1, *batch[k].shape[2:]) for k in keys})
+        if self.text:  # whole completions: a token's advantage depends on the rest of its sequence
+            flat = Batch({k: batch[k] for k in _TEXT_KEYS})
+        else:
+            N, T = batch["actions"].shape[:2]
+            flat = Batch({k: batch[k].reshape(N * T, 1, *batch[k].shape[2:]) for k in _CONTROL_KEYS})
         self._stop_epochs = False
         for _ in range(self.config.epochs):
-            order = torch.randperm(N * T, device=batch["actions"].device)
+            order = torch.randperm(len(flat), device=batch["actions"].device)
             for mb in flat.select(order).split(self.config.num_minibatches):
                 yield mb
                 if self._stop_epochs:
                     return
 
-    def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
+        mask = batch["mask"] if self.text else None  # every control step counts: skip the masking work
         logp, entropy, value = policy.evaluate_actions(batch)
         log_ratio = logp - batch["old_logp"]
         ratio = log_ratio.exp()
         adv = batch["advantages"]
-        if c.normalize_advantages and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        # text advantages were whitened over the whole batch in prepare
+        if c.normalize_advantages and not self.text and adv.numel() > 1:
+            adv = whiten(adv, mask)
         eps = self.clip
-        pg = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps, 1 + eps)).mean()
+        pg = masked_mean(torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps, 1 + eps)), mask)
         ret, old_v = batch["returns"], batch["values"]
         v_loss = (value - ret) ** 2
         if c.clip_value is not None:
             clipped = old_v + torch.clamp(value - old_v, -c.clip_value, c.clip_value)
             v_loss = torch.max(v_loss, (clipped - ret) ** 2)
-        v_loss = 0.5 * v_loss.mean()
-        ent = entropy.mean()
+        v_loss = 0.5 * masked_mean(v_loss, mask)
+        ent = masked_mean(entropy, mask)
         loss = pg - c.ent_coef * ent + c.vf_coef * v_loss
         with torch.no_grad():
-            approx_kl = float(((ratio - 1) - log_ratio).mean())  # k3: unbiased, >= 0
-            clip_frac = float(((ratio - 1).abs() > eps).float().mean())
-        if c.target_kl is not None and approx_kl > c.target_kl:
+            approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3: unbiased, >= 0
+            clip_frac = masked_mean(((ratio - 1).abs() > eps).float(), mask)
+        if c.target_kl is not None and float(approx_kl) > c.target_kl:
             self._stop_epochs = True
-        return loss, {"loss/policy": float(pg.detach()), "loss/value": float(v_loss.detach()),
-                      "policy/entropy": float(ent.detach()), "policy/approx_kl": approx_kl,
-                      "policy/clip_frac": clip_frac}
+        # 0-d tensors: the loop sums them over minibatches and reads them once per update
+        return loss, {"loss/policy": pg.detach(), "loss/value": v_loss.detach(), "policy/entropy": ent.detach(),
+                      "policy/approx_kl": approx_kl, "policy/clip_frac": clip_frac}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kl_coef": self.kl.coef}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kl.coef = state.get("kl_coef", self.kl.coef)

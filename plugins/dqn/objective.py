@@ -1,0 +1,219 @@
+"""DQN (Mnih et al. 2015), with the double-DQN target (van Hasselt et al. 2016) as an option.
+
+How one training step of the loop maps onto DQN:
+
+1. collect: ``ControlRollout`` steps ``env.num_envs`` copies for ``train_freq`` steps and
+   acts through ``DQN.act``: epsilon-greedy over ``policy.q_values``, epsilon decaying
+   linearly with the env steps taken so far (``linear_epsilon``).
+2. prepare: the batch's transitions ``(obs, action, reward, next_obs, terminated)`` go
+   into the replay buffer. The loop's frozen reference policy is the target network.
+3. minibatches: once the buffer holds ``learning_starts`` transitions, ``gradient_steps``
+   batches sampled uniformly from it, one optimizer step each (the loop's). After every
+   ``target_update_interval`` optimizer steps the target moves toward the online network
+   (a copy with ``tau=1``, Polyak averaging with ``tau<1``).
+4. loss: Huber (or squared) TD error between ``Q(s, a)`` and ``td_target``.
+
+The policy's greedy action (``act(deterministic=True)``, which evaluation uses) is the
+argmax of the same head, so evaluation needs nothing DQN-specific.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlx.batch import Batch
+from rlx.errors import UsageError
+from rlx.objective import Objective
+from rlx.policy import Policy
+
+TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+
+def linear_epsilon(start: float, end: float, fraction: float, progress: float) -> float:
+    """Epsilon at ``progress`` (0..1 of the run): linear from ``start`` to ``end`` over the
+    first ``fraction`` of the run, then ``end``."""
+    if fraction <= 0:
+        return end
+    return start + (end - start) * min(1.0, max(0.0, progress) / fraction)
+
+
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor, gamma: float,
+              next_q_online: torch.Tensor | None = None) -> torch.Tensor:
+    """``r + gamma * (1 - terminated) * Q_target(s', a')`` ``[B]``.
+
+    ``a'`` is the target network's argmax, or with ``next_q_online`` (double DQN) the
+    online network's. Only termination stops bootstrapping: a time-limit truncation's
+    ``s'`` is its real last observation, whose value still counts."""
+    if next_q_online is None:
+        next_v = next_q_target.max(-1).values
+    else:
+        next_v = next_q_target.gather(-1, next_q_online.argmax(-1, keepdim=True)).squeeze(-1)
+    return rewards + gamma * (1.0 - terminated.float()) * next_v
+
+
+@torch.no_grad()
+def update_target(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Move ``target``'s parameters toward ``online``'s in place: copy for ``tau == 1``,
+    else ``target = (1 - tau) * target + tau * online``."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        if tau >= 1.0:
+            t.copy_(o)
+        else:
+            t.lerp_(o, tau)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)  # running statistics are not averaged
+
+
+class ReplayBuffer:
+    """A ring of the newest ``capacity`` transitions, stored where the first ones come from
+    (the training device), with the shapes and dtypes of the first ``add``."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.data: dict[str, torch.Tensor] = {}
+        self.pos = 0  # where the next transition goes
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **items: torch.Tensor) -> None:
+        """Append ``[n, ...]`` tensors (one row per transition), overwriting the oldest."""
+        n = next(iter(items.values())).shape[0]
+        if n > self.capacity:  # only the newest would survive anyway
+            items = {k: v[-self.capacity:] for k, v in items.items()}
+            n = self.capacity
+        if not self.data:
+            self.data = {k: torch.zeros(self.capacity, *v.shape[1:], dtype=v.dtype, device=v.device)
+                         for k, v in items.items()}
+        if set(items) != set(self.data):
+            raise ValueError(f"replay buffer holds {sorted(self.data)}, got {sorted(items)}")
+        idx = (self.pos + torch.arange(n)) % self.capacity
+        for k, v in items.items():
+            buf = self.data[k]
+            buf[idx.to(buf.device)] = v.to(buf.device, buf.dtype)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int) -> Batch:
+        """``n`` transitions drawn uniformly with replacement."""
+        if not self.size:
+            raise ValueError("cannot sample from an empty replay buffer")
+        device = next(iter(self.data.values())).device
+        idx = torch.randint(self.size, (n,), device=device)
+        return Batch({k: v[idx] for k, v in self.data.items()})
+
+
+class DQN(Objective):
+    data = "rollouts"
+
+    def __init__(self, config: Any, **kwargs: Any):
+        super().__init__(config)
+        c = config
+        if c.learning_starts > c.buffer_size:
+            raise UsageError(f"objective.learning_starts ({c.learning_starts}) exceeds objective.buffer_size "
+                             f"({c.buffer_size}), so DQN would never update; lower learning_starts or raise buffer_size")
+        self.buffer = ReplayBuffer(c.buffer_size)
+        self.online: Policy | None = None
+        self.target: Policy | None = None  # the loop's reference policy, handed over in prepare
+        self.total_steps = 0  # the loop's training steps in the whole run (on_step)
+        self.env_steps = 0  # transitions acted so far: drives epsilon
+        self.grad_steps = 0
+        self._sync_target = False
+        self._checked = False
+
+    @property
+    def rollout_length(self) -> int:
+        return self.config.train_freq
+
+    @property
+    def needs_reference(self) -> bool:
+        return True  # the reference policy is the target network
+
+    def on_step(self, step: int, total: int) -> None:
+        self.total_steps = total
+
+    def epsilon_at(self, env_steps: int, num_envs: int) -> float:
+        c = self.config
+        budget = self.total_steps * c.train_freq * num_envs
+        return linear_epsilon(c.start_e, c.end_e, c.exploration_fraction, env_steps / budget if budget else 0.0)
+
+    def setup(self, policy: Any) -> None:
+        self._check(policy)  # before the run is recorded, where the loop calls setup
+
+    def _check(self, policy: Any) -> None:
+        from rlx.distributed import rank_world
+
+        if not hasattr(policy, "q_values"):
+            raise UsageError(f"objective 'dqn' needs a policy with Q-values (q_values), which "
+                             f"'{type(policy).__name__}' lacks; use --policy mlp")
+        if not getattr(policy, "discrete", True):
+            raise UsageError("objective 'dqn' needs a discrete action space but this environment's actions are "
+                             "continuous; use --objective ppo, or a discrete env such as --set env.id=CartPole-v1")
+        if rank_world()[1] > 1:
+            raise UsageError("objective 'dqn' runs in one process (its replay buffer and target network are per "
+                             "process); drop --num-processes")
+        self._checked = True
+
+    @torch.no_grad()
+    def act(self, policy: Any, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Epsilon-greedy actions for ``obs`` ``[N, ...]``; log-probs and values are zeros
+        (nothing downstream uses them)."""
+        if not self._checked:
+            self._check(policy)
+        n = obs.shape[0]
+        q = policy.q_values(obs)
+        explore = torch.rand(n, device=q.device) < self.epsilon_at(self.env_steps, n)
+        actions = torch.where(explore, torch.randint(q.shape[-1], (n,), device=q.device), q.argmax(-1))
+        self.env_steps += n
+        zeros = torch.zeros(n, device=q.device)
+        return actions, zeros, zeros
+
+    def prepare(self, batch: Batch, policy: Policy, reference: Policy | None) -> dict[str, float]:
+        self.online, self.target = policy, reference
+        if self._sync_target and reference is not None:
+            # a resumed run's target is a copy of the initial weights: restart it from the online network
+            update_target(reference.model, getattr(policy.model, "module", policy.model), 1.0)
+            self._sync_target = False
+        N, T = batch["actions"].shape[:2]
+        # time-major, so the ring drops the oldest steps first
+        self.buffer.add(**{k: batch[k].transpose(0, 1).reshape(N * T, *batch[k].shape[2:]) for k in TRANSITION_KEYS})
+        return {"explore/epsilon": self.epsilon_at(self.env_steps, N), "buffer/size": float(len(self.buffer)),
+                "dqn/grad_steps": float(self.grad_steps)}
+
+    def minibatches(self, batch: Batch) -> Iterator[Batch]:
+        c = self.config
+        if len(self.buffer) < max(c.learning_starts, 1):
+            return
+        for _ in range(c.gradient_steps):
+            yield self.buffer.sample(c.batch_size)
+            # resumed after the loop's optimizer step for that batch
+            self.grad_steps += 1
+            if self.grad_steps % c.target_update_interval == 0 and self.target is not None:
+                update_target(self.target.model, getattr(self.online.model, "module", self.online.model), c.tau)
+
+    def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        if self.target is None:
+            raise RuntimeError("DQN.loss needs the target network; prepare() was not called")
+        q = policy.q_values(batch["obs"]).gather(-1, batch["actions"].long().unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            next_online = policy.q_values(batch["next_obs"]) if c.double_q else None
+            target = td_target(batch["rewards"], batch["terminated"], self.target.q_values(batch["next_obs"]),
+                               c.gamma, next_online)
+        loss = F.smooth_l1_loss(q, target) if c.loss == "huber" else F.mse_loss(q, target)
+        return loss, {"loss/td": float(loss.detach()), "q/mean": float(q.detach().mean()),
+                      "q/target": float(target.mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        # the replay buffer is left out (up to buffer_size transitions): a resumed run refills it
+        return {"env_steps": self.env_steps, "grad_steps": self.grad_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env_steps = int(state.get("env_steps", 0))
+        self.grad_steps = int(state.get("grad_steps", 0))
+        self._sync_target = True
