@@ -87,7 +87,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        EXTRA.append(f"run.threads={a.threads}")
     res: dict[str, list[tuple[float, float | None]]] = {"rlx": [], "sb3": []}
     for r in range(a.rounds):
         for name, fn in (("sb3", run_sb3), ("rlx", run_rlx)):

@@ -175,7 +175,7 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     if not skipped:
         metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
     sums: dict[str, Any] = {}
-    updates = 0
+    counts: dict[str, int] = {}
     model = parts.policy.model
     params = [p for p in model.parameters() if p.requires_grad]
     # one process in full precision: accelerate's wrappers only add per-call overhead,
@@ -203,10 +203,11 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
         raw_optimizer.zero_grad(set_to_none=True)
         for k, v in m.items():  # objectives may return 0-d tensors: summed here, read once below
             sums[k] = sums.get(k, 0.0) + v
-        updates += 1
+            counts[k] = counts.get(k, 0) + 1
     if not skipped:
         scheduler.step()
-        metrics.update({k: float(v) / max(updates, 1) for k, v in sums.items()})
+        # each metric is the mean over the minibatches that reported it
+        metrics.update({k: float(v) / counts[k] for k, v in sums.items()})
     dt = time.perf_counter() - t0
     metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "optim/lr": scheduler.get_last_lr()[0]})
     if parts.rollout is not None:

@@ -60,10 +60,10 @@ def test_td_target_terminated_vs_truncated():
 def test_loss_by_hand_mse_and_huber():
     online, target = LinearQ([[1.0, 0.0], [0.0, 1.0]]), LinearQ(SWAP2)
     # Q(s, a) = [1, 1]; targets: terminated -> r = 1; truncated -> 1 + 0.5 * max(12, 10) = 7
-    loss, m = dqn_with(online, target, loss="mse").loss(online, transitions())
+    loss, m = dqn_with(online, target, loss="mse", double_q=False).loss(online, transitions())
     assert float(loss.detach()) == pytest.approx((0.0 + 6.0 ** 2) / 2)
     assert m["q/mean"] == pytest.approx(1.0) and m["q/target"] == pytest.approx(4.0)
-    loss, m = dqn_with(online, target, loss="huber").loss(online, transitions())
+    loss, m = dqn_with(online, target, loss="huber", double_q=False).loss(online, transitions())
     assert float(loss.detach()) == pytest.approx((0.0 + (6.0 - 0.5)) / 2) == m["loss/td"]
     loss.backward()
     assert online.model.weight.grad is not None and target.model.weight.grad is None

@@ -20,8 +20,8 @@ class DQNConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="Transitions sampled (uniformly, with replacement) per gradient step.")
     gradient_steps: int = Field(128, ge=1, description="Gradient steps per update.")
     loss: Literal["huber", "mse"] = Field("huber", description="TD loss: huber (smooth L1, delta 1) or mse.")
-    double_q: bool = Field(False, description="Double DQN: the online network picks the next action, "
-                                              "the target network values it.")
+    double_q: bool = Field(True, description="Double DQN: the online network picks the next action, "
+                                             "the target network values it (False: the target's max).")
     # target network
     target_update_interval: int = Field(128, ge=1, description="Gradient steps between target network updates.")
     tau: float = Field(1.0, gt=0, le=1, description="Target update weight: 1 copies the online network (hard update), "

@@ -67,17 +67,17 @@ class ActorCritic(nn.Module):
         return (F.linear(h, self.actor_head.weight, self.actor_head.bias),
                 F.linear(hc, self.critic_head.weight, self.critic_head.bias).squeeze(-1))
 
-    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor | None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs of ``actions`` (summed over action dimensions) and entropies, written
-        out rather than through torch.distributions: on batches this small the
+    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor | None, entropy: bool = True
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of ``actions`` (summed over action dimensions) and, if asked, entropies,
+        written out rather than through torch.distributions: on batches this small the
         distribution objects cost more than the network."""
         if self.discrete:
             logits = torch.log_softmax(out, -1)
-            ent = -(logits.exp() * logits).sum(-1)
+            ent = -(logits.exp() * logits).sum(-1) if entropy else None
             return (logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1) if actions is not None else ent), ent
         log_std = self.log_std.expand_as(out)
-        ent = (log_std + _HALF_LOG_2PI_E).sum(-1)
+        ent = (log_std + _HALF_LOG_2PI_E).sum(-1) if entropy else None
         if actions is None:
             return ent, ent
         z = (actions - out) * torch.exp(-log_std)
@@ -118,7 +118,7 @@ class MLPPolicy(ControlPolicy):
             a = out.argmax(-1) if self.discrete else out
         else:
             a = net.sample(out)
-        return a, net.log_prob_entropy(out, a)[0], value
+        return a, net.log_prob_entropy(out, a, entropy=False)[0], value
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.model(obs.reshape(obs.shape[0], self.obs_dim))[1]

@@ -101,6 +101,7 @@ class PPO(Objective):
         self.text = env_kind == "text"
         self.progress = 0.0
         self._stop_epochs = False
+        self._last_epoch = True
         self.kl = AdaptiveKL(config.kl_coef, config.kl_target, config.kl_horizon)
 
     @property
@@ -165,12 +166,19 @@ class PPO(Objective):
             N, T = batch["actions"].shape[:2]
             flat = Batch({k: batch[k].reshape(N * T, 1, *batch[k].shape[2:]) for k in _CONTROL_KEYS})
         self._stop_epochs = False
-        for _ in range(self.config.epochs):
-            order = torch.randperm(len(flat), device=batch["actions"].device)
-            for mb in flat.select(order).split(self.config.num_minibatches):
-                yield mb
-                if self._stop_epochs:
-                    return
+        c = self.config
+        for epoch in range(c.epochs):
+            self._last_epoch = epoch == c.epochs - 1
+            if c.num_minibatches == 1:  # a full-batch gradient does not depend on the order
+                yield flat
+            else:
+                order = torch.randperm(len(flat), device=batch["actions"].device)
+                for mb in flat.select(order).split(c.num_minibatches):
+                    yield mb
+                    if self._stop_epochs:
+                        return
+            if self._stop_epochs:
+                return
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
@@ -192,14 +200,19 @@ class PPO(Objective):
         v_loss = 0.5 * masked_mean(v_loss, mask)
         ent = masked_mean(entropy, mask)
         loss = pg - c.ent_coef * ent + c.vf_coef * v_loss
-        with torch.no_grad():
-            approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3: unbiased, >= 0
-            clip_frac = masked_mean(((ratio - 1).abs() > eps).float(), mask)
-        if c.target_kl is not None and float(approx_kl) > c.target_kl:
-            self._stop_epochs = True
+        metrics: dict[str, Any] = {"loss/policy": pg.detach(), "loss/value": v_loss.detach(),
+                                   "policy/entropy": ent.detach()}
+        # the diagnostics cost as much as the loss; they are needed on the last epoch (what
+        # is logged) or for the target-KL stop
+        if self._last_epoch or c.target_kl is not None:
+            with torch.no_grad():
+                approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3: unbiased, >= 0
+                metrics["policy/approx_kl"] = approx_kl
+                metrics["policy/clip_frac"] = masked_mean(((ratio - 1).abs() > eps).float(), mask)
+            if c.target_kl is not None and float(approx_kl) > c.target_kl:
+                self._stop_epochs = True
         # 0-d tensors: the loop sums them over minibatches and reads them once per update
-        return loss, {"loss/policy": pg.detach(), "loss/value": v_loss.detach(), "policy/entropy": ent.detach(),
-                      "policy/approx_kl": approx_kl, "policy/clip_frac": clip_frac}
+        return loss, metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"kl_coef": self.kl.coef}
