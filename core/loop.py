@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,11 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
     if not skipped:
-        scheduler.step()
+        with warnings.catch_warnings():
+            # an off-policy objective takes no optimizer step until its buffer fills; the
+            # schedule still counts loop steps, so torch's ordering warning is noise here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            scheduler.step()
         # each metric is the mean over the minibatches that reported it
         metrics.update({k: float(v) / counts[k] for k, v in sums.items()})
     dt = time.perf_counter() - t0

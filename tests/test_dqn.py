@@ -203,7 +203,7 @@ def test_continuous_env_is_refused_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_cartpole_learns(tmp_path):
     proc = rlx("run", "--objective", "dqn", "--env", "gym", "--policy", "mlp", "--set", "env.id=CartPole-v1",
-               "--seed", "0", "--set", "run.env_steps=12800", "--set", "run.eval_every=10", "--no-progress",
+               "--seed", "0", "--set", "run.env_steps=20480", "--set", "run.eval_every=10", "--no-progress",
                home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
@@ -217,4 +217,4 @@ def test_cartpole_learns(tmp_path):
     data = client.get_run(run["mlflow_run_id"]).data.metrics
     for k in ("loss/td", "q/mean", "q/target", "explore/epsilon", "buffer/size", "dqn/grad_steps", "episode/return"):
         assert k in data, k
-    assert data["explore/epsilon"] == pytest.approx(0.04) and data["buffer/size"] == 12800
+    assert data["explore/epsilon"] == pytest.approx(0.04) and data["buffer/size"] == 20480
