@@ -36,3 +36,18 @@ def make_plugin(root: Path, name: str, source: str, version: str = "0.0.1") -> P
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[rlx]\n{name} = {module}\n")
     return root
+
+
+def latest_run(home: Path) -> tuple[dict, "object"]:
+    """The newest run in ``home``'s catalog and an MLflow client on its store."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    run = json.loads(rlx("runs", "list", "--json", home=home).stdout)[0]
+    return run, MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db")
+
+
+def metric_history(client: "object", run_id: str, key: str) -> list:
+    """A metric's history, ordered by step."""
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)

@@ -4,11 +4,9 @@ run that learns, and the one-line refusal of a continuous action space."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from _cli import rlx
+from _cli import latest_run, metric_history, rlx
 from torch import nn
 
 from rlx.batch import Batch
@@ -206,11 +204,8 @@ def test_cartpole_learns(tmp_path):
                "--seed", "0", "--set", "run.env_steps=20480", "--set", "run.eval_every=10", "--no-progress",
                home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    hist = sorted(client.get_metric_history(run["mlflow_run_id"], "eval/return"), key=lambda m: m.step)
+    run, client = latest_run(tmp_path)
+    hist = metric_history(client, run["mlflow_run_id"], "eval/return")
     print("CartPole eval/return", [round(m.value) for m in hist])
     # random play lasts ~20 steps; DQN's evaluations swing, so the best one is checked
     assert hist[0].step == 0 and hist[0].value < 50 and max(m.value for m in hist) >= 200, hist

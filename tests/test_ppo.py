@@ -3,12 +3,11 @@ gymnasium (CartPole learns; Pendulum's continuous-action return improves)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
-from _cli import rlx
+from _cli import latest_run, metric_history, rlx
 
 from rlx.batch import Batch
 from rlx.plugins.ppo.config import PPOConfig
@@ -220,10 +219,7 @@ def test_text_ppo_runs_with_value_head(tmp_path):
     proc = rlx("run", "--objective", "ppo", "--reward", "prm", "--steps", "3", "--set", "run.batch_size=8",
                "--set", "run.eval_every=0", "--set", "env.eval_size=16", "--no-progress", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run, client = latest_run(tmp_path)
     data = client.get_run(run["mlflow_run_id"]).data.metrics
     for k in ("kl/ref", "ppo/kl_coef", "loss/value", "ppo/explained_variance", "eval/accuracy", "reward/prm"):
         assert k in data, k
@@ -241,11 +237,8 @@ def test_cartpole_learns(tmp_path):
                "--seed", "1", "--set", "run.env_steps=40000", "--set", "run.eval_every=0", "--no-progress",
                home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    hist = sorted(client.get_metric_history(run["mlflow_run_id"], "eval/return"), key=lambda m: m.step)
+    run, client = latest_run(tmp_path)
+    hist = metric_history(client, run["mlflow_run_id"], "eval/return")
     print(f"CartPole eval/return {hist[0].value:.1f} -> {hist[-1].value:.1f}")
     assert hist[0].step == 0 and hist[-1].value >= 150 and hist[-1].value > 3 * hist[0].value, hist
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(run["mlflow_run_id"])}
@@ -263,11 +256,8 @@ def test_pendulum_continuous_improves(tmp_path):
                "--set", "objective.num_minibatches=16", "--set", "objective.clip_schedule=constant",
                "--set", "optim.lr=1e-3", "--set", "policy.log_std_init=-0.5", "--no-progress", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)[0]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    hist = sorted(client.get_metric_history(run["mlflow_run_id"], "eval/return"), key=lambda m: m.step)
+    run, client = latest_run(tmp_path)
+    hist = metric_history(client, run["mlflow_run_id"], "eval/return")
     first, last = hist[0].value, hist[-1].value
     print(f"Pendulum eval/return {first:.1f} -> {last:.1f}")
     assert last > first + 300, (first, last)
