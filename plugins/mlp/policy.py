@@ -127,7 +127,8 @@ class MLPPolicy(ControlPolicy):
         """The actor head's outputs ``[N, A]`` read as action values (value-based objectives
         such as dqn): ``act(deterministic=True)`` is then greedy in Q. Skips the critic."""
         net = self._inner()
-        return net.actor_head(net.actor_body(obs.reshape(obs.shape[0], self.obs_dim)))
+        h = net._trunk(net.actor_body, obs.reshape(obs.shape[0], self.obs_dim))
+        return F.linear(h, net.actor_head.weight, net.actor_head.bias)
 
     def evaluate_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         obs, actions = batch["obs"], batch["actions"]
