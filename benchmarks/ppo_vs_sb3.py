@@ -87,16 +87,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads for both (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads for both (0: each library's default)")
     a = ap.parse_args()
-    if a.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(a.threads)
+    # each library at its own default unless --threads is given: torch's default for SB3
+    # (it leaves threads alone), rlx's ppo default for control (one thread)
+    sb3_threads = a.threads or torch.get_num_threads()
+    if a.threads:
         EXTRA.append(f"run.threads={a.threads}")
+    print(f"torch threads: sb3 {sb3_threads}, rlx {a.threads or 'its default (1 for control)'}", flush=True)
     res: dict[str, list[tuple[float, float | None]]] = {"rlx": [], "sb3": []}
     for r in range(a.rounds):
         for name, fn in (("sb3", run_sb3), ("rlx", run_rlx)):
+            torch.set_num_threads(sb3_threads)  # rlx sets its own inside its run
             res[name].append(fn(a.steps, seed=r))
             sps, solved = res[name][-1]
             print(f"round {r} {name}: {sps:,.0f} env steps/s, time to 475: "

@@ -19,6 +19,29 @@ if TYPE_CHECKING:
     from rlx.batch import Batch
 
 
+_WRAPPERS: tuple[type, ...] | None = None
+
+
+def unwrap(model: "torch.nn.Module") -> "torch.nn.Module":
+    """The module inside a DDP, DataParallel or FSDP wrapper (what accelerate's ``prepare``
+    returns on several processes), else the model itself. Not ``getattr(model, "module",
+    model)``: on a plain module that raises and catches an AttributeError, which costs
+    microseconds, thousands of times a second in a control run."""
+    global _WRAPPERS
+    if _WRAPPERS is None:
+        from torch.nn import DataParallel
+        from torch.nn.parallel import DistributedDataParallel
+
+        _WRAPPERS = (DistributedDataParallel, DataParallel)
+    if isinstance(model, _WRAPPERS):
+        return model.module
+    inner = model._modules.get("module")
+    if inner is not None:
+        return inner
+    # FSDP keeps the module under another name and exposes it as a property
+    return model.module if isinstance(getattr(type(model), "module", None), property) else model
+
+
 class Policy(ABC):
     kind: ClassVar[str] = "lm"
     model: "torch.nn.Module"
@@ -65,7 +88,8 @@ class LMPolicy(Policy):
         raise UsageError(f"policy '{type(self).__name__}' has no value head, which ppo on text needs; "
                          "use --policy tiny or hf, or an objective without a critic such as grpo")
 
-    def evaluate_actions(self, batch: "Batch") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    def evaluate_actions(self, batch: "Batch", *, entropy: bool = True
+                         ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """Per-token log-probs, entropies and values ``[B, T]`` (after ``add_value_head``);
         the same contract as a control policy's, so one ppo serves both."""
         raise NotImplementedError(f"{type(self).__name__} has no value head")
@@ -86,8 +110,11 @@ class ControlPolicy(Policy):
         """Value estimates ``[N]``."""
 
     @abstractmethod
-    def evaluate_actions(self, batch: "Batch") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-        """Log-probs, entropies and values ``[B, T]`` of ``batch['actions']`` at ``batch['obs']``."""
+    def evaluate_actions(self, batch: "Batch", *, entropy: bool = True
+                         ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Log-probs, entropies and values ``[B, T]`` of ``batch['actions']`` at ``batch['obs']``.
+        ``entropy=False``: the loss will not use the entropies, so they may come without a
+        gradient (cheaper); they are still returned, for logging."""
 
     def log_probs(self, batch: "Batch", *, entropy: bool = False) -> tuple["torch.Tensor", "torch.Tensor | None"]:
         logp, ent, _ = self.evaluate_actions(batch)

@@ -3,7 +3,11 @@ from a background thread so the training loop never waits on the store."""
 
 from __future__ import annotations
 
+import json
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -75,7 +79,10 @@ class Tracker:
 
     def _start(self) -> None:
         self._queue: queue.Queue[tuple[str, float, int, int] | threading.Event | None] = queue.Queue()
-        self._error: Exception | None = None
+        self._error: Exception | str | None = None
+        # a writer process takes over once it is ready (it imports MLflow, ~2 s); until
+        # then, and if it cannot start or dies, this process writes from its own thread
+        self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id)
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
 
@@ -87,9 +94,7 @@ class Tracker:
             self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
 
     def _drain(self) -> None:
-        from mlflow.entities import Metric
-
-        pending: list[Metric] = []
+        pending: list[tuple[str, float, int, int]] = []
         last = time.monotonic()
         stop = False
         while not stop:
@@ -100,26 +105,43 @@ class Tracker:
             waiter = item if isinstance(item, threading.Event) else None
             stop = item is None
             if isinstance(item, tuple):
-                pending.append(Metric(*item))
+                pending.append(item)
             urgent = stop or waiter is not None
             if pending and (urgent or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
                 self._send(pending)
                 pending = []
                 last = time.monotonic()
             if waiter is not None:
+                self._sync()
                 waiter.set()
+        self._stop_writer()
 
-    def _send(self, metrics: list[Any]) -> None:
-        for i in range(0, len(metrics), _MAX_BATCH):
-            for attempt in range(6):
-                try:
-                    self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
-                    break
-                except Exception as exc:  # a busy shared store: back off, then report at close
-                    if attempt == 5:
-                        self._error = exc
-                    else:
-                        time.sleep(0.5 * 2**attempt)
+    def _send(self, metrics: list[tuple[str, float, int, int]]) -> None:
+        writer = self._writer
+        if writer is not None and writer.ready():
+            if writer.send({"m": metrics}):
+                return
+            self._writer = None  # it died before taking these: write them here
+        from mlflow.entities import Metric
+
+        from rlx.tracking_writer import send_with_retry
+
+        self._error = send_with_retry(self.client, self.run_id, [Metric(*m) for m in metrics], _MAX_BATCH) \
+            or self._error
+
+    def _sync(self) -> None:
+        """Wait until the writer process has stored everything sent to it."""
+        writer = self._writer
+        if writer is not None and writer.used and not writer.round_trip("flush", "ack"):
+            self._error = self._error or "the MLflow writer process stopped before storing every metric"
+            self._writer = None
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            error = writer.close()
+            if error:
+                self._error = self._error or error
 
     def flush(self) -> None:
         """Block until every metric queued so far is in the store (before a checkpoint:
@@ -175,7 +197,97 @@ class Tracker:
     def close(self, status: str) -> None:
         """Flush every metric, then mark the run FINISHED, FAILED or KILLED."""
         self._queue.put(None)
-        self._thread.join(timeout=120)
+        self._thread.join(timeout=300)
         self.client.set_terminated(self.run_id, status=status)
         if self._error is not None:
             raise RlxError(f"some metrics could not be sent to MLflow: {self._error}")
+
+
+class _WriterProcess:
+    """``python -m rlx.tracking_writer``, fed JSON lines; its replies are read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.is_ready = self.dead = self.used = False
+        self._tokens = 0
+        threading.Thread(target=self._read, name="rlx-mlflow-replies", daemon=True).start()
+
+    @classmethod
+    def start(cls, uri: str, run_id: str) -> "_WriterProcess | None":
+        if os.environ.get("RLX_TRACKING_WRITER", "process") != "process":
+            return None
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "rlx.tracking_writer", uri, run_id],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True)
+        except OSError:
+            return None
+        return cls(proc)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.replies.put(json.loads(line))
+            except ValueError:  # not ours (a library printing to stdout)
+                continue
+        self.replies.put(None)
+
+    def _next(self, timeout: float | None) -> dict[str, Any] | None:
+        msg = self.replies.get(timeout=timeout) if timeout else self.replies.get_nowait()
+        if msg is None:
+            self.dead = True
+        elif msg.get("ready"):
+            self.is_ready = True
+        return msg
+
+    def ready(self) -> bool:
+        """Started and not dead (never waits)."""
+        while not self.is_ready and not self.dead:
+            try:
+                self._next(None)
+            except queue.Empty:
+                return False
+        return self.is_ready and not self.dead
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            self.dead = True
+            return False
+        self.used = True
+        return True
+
+    def round_trip(self, kind: str, answer: str, timeout: float = 300) -> dict[str, Any] | None:
+        """Send ``{kind: n}`` and wait for the reply carrying ``answer``."""
+        self._tokens += 1
+        if not self.send({kind: self._tokens}):
+            return None
+        deadline = time.monotonic() + timeout
+        while not self.dead:
+            try:
+                msg = self._next(max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                return None
+            if msg is not None and answer in msg:
+                return msg
+        return None
+
+    def close(self) -> str | None:
+        """Stop it; an error if metrics it took were not all stored."""
+        if not self.ready():  # never took any metric: nothing to wait for
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        reply = self.round_trip("close", "closed")
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if reply is None:
+            return "the MLflow writer process stopped before storing every metric"
+        return reply["closed"]

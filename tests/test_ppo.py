@@ -53,7 +53,7 @@ class FixedPolicy:
     def __init__(self, logp, value, entropy):
         self.logp, self.v, self.ent = logp, value, entropy
 
-    def evaluate_actions(self, batch):
+    def evaluate_actions(self, batch, entropy=True):
         return self.logp, self.ent, self.v
 
 
@@ -157,6 +157,7 @@ def test_mlp_log_probs_match_torch_distributions():
         out = torch.randn(6, 2)
         a = net.sample(out)
         logp, ent = net.log_prob_entropy(out, a)
+        assert ent is not None
         if discrete:
             d = torch.distributions.Categorical(logits=out)
             ref_lp, ref_ent = d.log_prob(a), d.entropy()
@@ -261,3 +262,46 @@ def test_pendulum_continuous_improves(tmp_path):
     first, last = hist[0].value, hist[-1].value
     print(f"Pendulum eval/return {first:.1f} -> {last:.1f}")
     assert last > first + 300, (first, last)
+
+
+def _reference_ppo_loss(logp, value, old_logp, adv, ret, old_v, mask, eps, clip_value, vf_coef):
+    """The written-out formula, differentiated by autograd."""
+    from rlx.plugins.ppo.objective import masked_mean
+
+    ratio = (logp - old_logp).exp()
+    pg = masked_mean(torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps, 1 + eps)), mask)
+    v = (value - ret) ** 2
+    if clip_value is not None:
+        v = torch.max(v, (old_v + torch.clamp(value - old_v, -clip_value, clip_value) - ret) ** 2)
+    return pg + vf_coef * 0.5 * masked_mean(v, mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("clip_value", [None, 0.3])
+def test_fused_ppo_loss_matches_autograd(masked, clip_value):
+    from rlx.plugins.ppo.surrogate import ppo_loss
+
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    old_logp = -torch.rand(n, generator=g, dtype=torch.float64)
+    logp = old_logp + 0.4 * torch.randn(n, generator=g, dtype=torch.float64)
+    logp[:8] = old_logp[:8]  # ratio exactly 1: inside the clip range, a tie of the two terms
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    adv[8:12] = 0.0
+    old_v = torch.randn(n, generator=g, dtype=torch.float64)
+    value = old_v + 0.6 * torch.randn(n, generator=g, dtype=torch.float64)
+    value[12:16] = old_v[12:16]  # inside the value clip: another tie
+    ret = torch.randn(n, generator=g, dtype=torch.float64)
+    mask = (torch.rand(n, generator=g) > 0.3).double() if masked else None
+    for fn in (ppo_loss, _reference_ppo_loss):
+        lp, v = logp.clone().requires_grad_(), value.clone().requires_grad_()
+        out = fn(lp, v, old_logp, adv, ret, old_v, mask, 0.2, clip_value, 0.5)
+        loss = out[0] if isinstance(out, tuple) else out
+        loss.backward()
+        if fn is ppo_loss:
+            fused = (loss.detach(), lp.grad, v.grad)
+        else:
+            ref = (loss.detach(), lp.grad, v.grad)
+    for a, b in zip(fused, ref):
+        assert torch.allclose(a, b, atol=1e-12), (a, b)
+    assert fused[1].abs().sum() > 0 and fused[2].abs().sum() > 0

@@ -28,7 +28,7 @@ from torch import nn
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.objective import Objective
-from rlx.policy import Policy
+from rlx.policy import Policy, unwrap
 
 TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
@@ -177,7 +177,7 @@ class DQN(Objective):
         self.online, self.target = policy, reference
         if self._sync_target and reference is not None:
             # a resumed run's target is a copy of the initial weights: restart it from the online network
-            update_target(reference.model, getattr(policy.model, "module", policy.model), 1.0)
+            update_target(reference.model, unwrap(policy.model), 1.0)
             self._sync_target = False
         N, T = batch["actions"].shape[:2]
         # time-major, so the ring drops the oldest steps first
@@ -194,7 +194,7 @@ class DQN(Objective):
             # resumed after the loop's optimizer step for that batch
             self.grad_steps += 1
             if self.grad_steps % c.target_update_interval == 0 and self.target is not None:
-                update_target(self.target.model, getattr(self.online.model, "module", self.online.model), c.tau)
+                update_target(self.target.model, unwrap(self.online.model), c.tau)
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config

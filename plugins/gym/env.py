@@ -16,6 +16,8 @@ import torch
 from rlx.environment import ControlEnvironment
 from rlx.errors import UsageError
 
+from .vector import SyncVector
+
 
 def _make_vector(env_id: str, n: int, mode: str, seed: int) -> Any:
     import gymnasium as gym
@@ -25,9 +27,10 @@ def _make_vector(env_id: str, n: int, mode: str, seed: int) -> Any:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise UsageError(f"env.id '{env_id}' is not a registered gymnasium environment; {hint}"
                          "install the package that provides it")
-    cls = gym.vector.SyncVectorEnv if mode == "sync" else gym.vector.AsyncVectorEnv
-    envs = cls([lambda: gym.make(env_id)] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return envs
+    fns = [lambda: gym.make(env_id)] * n
+    if mode == "sync":
+        return SyncVector(fns)
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 class RunningMeanStd:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
-from rlx.policy import LMPolicy
+from rlx.policy import LMPolicy, unwrap
 
 
 def _quiet_transformers() -> None:
@@ -22,11 +22,6 @@ def _quiet_transformers() -> None:
 
 
 _quiet_transformers()
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    # accelerate/DDP wrap the module; generation and saving want the plain model
-    return getattr(model, "module", model)
 
 
 class KeyedGumbel:
@@ -126,7 +121,7 @@ class HFPolicy(LMPolicy):
     @torch.no_grad()
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
                  greedy: bool = False, min_new_tokens: int = 0, seeds: list[int] | None = None) -> Batch:
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         was_training = model.training
         model.eval()
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -186,7 +181,7 @@ class HFPolicy(LMPolicy):
         return logp, ent
 
     def add_value_head(self) -> None:
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         if not hasattr(model, "rlx_value_head"):
             width = model.get_output_embeddings().in_features
             p = next(model.parameters())
@@ -196,25 +191,26 @@ class HFPolicy(LMPolicy):
             # a submodule, so the optimizer, accelerate and checkpoints all see it
             model.add_module("rlx_value_head", head)
 
-    def evaluate_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        head = getattr(_unwrap(self.model), "rlx_value_head", None)
+    def evaluate_actions(self, batch: Batch, *, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        head = getattr(unwrap(self.model), "rlx_value_head", None)
         if head is None:
             raise RuntimeError("evaluate_actions needs add_value_head() first")
         logits, h = self._forward(batch, hidden=True)
         logp_all = torch.log_softmax(logits, -1)
         logp = logp_all.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1)
+        with torch.set_grad_enabled(entropy and torch.is_grad_enabled()):
+            ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, ent, head(h).squeeze(-1).float()
 
     def reference(self) -> "HFPolicy":
         ref = copy.copy(self)
-        ref.model = copy.deepcopy(_unwrap(self.model)).eval().requires_grad_(False)
+        ref.model = copy.deepcopy(unwrap(self.model)).eval().requires_grad_(False)
         return ref
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         # the value head is training machinery, not part of the model a user loads back
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("rlx_value_head.")}
         model.save_pretrained(path, state_dict=state)

@@ -15,7 +15,10 @@ from torch.nn import functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
-from rlx.policy import ControlPolicy
+from rlx.policy import ControlPolicy, unwrap
+
+from .categorical import categorical_actor_critic
+from .chain import chains
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], ortho: bool) -> nn.Sequential:
@@ -51,41 +54,54 @@ class ActorCritic(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(config.log_std_init)))
 
-        self._act_fn = torch.tanh if config.activation == "tanh" else torch.relu
+        self.activation = config.activation
         self._shared = config.shared
+        # plain lists beside the registered modules: read on every call, without the module
+        # tree's attribute lookups
+        self._actor_layers = [*self.actor_body[::2], self.actor_head]
+        self._critic_layers = [*self.critic_body[::2], self.critic_head]
 
-    def _trunk(self, body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        # F.linear on the layers' own parameters: calling each submodule costs more than
-        # its arithmetic at these sizes; the module tree stays for state_dict and printing
-        for layer in body[::2]:
-            x = self._act_fn(F.linear(x, layer.weight, layer.bias))
-        return x
+    @staticmethod
+    def _params(layers: list[nn.Linear]) -> list[torch.Tensor]:
+        # the parameter dicts directly: Module.__getattr__ costs ten times more, 12 times a call
+        return [t for layer in layers for t in (layer._parameters["weight"], layer._parameters["bias"])]
+
+    def trunk_out(self, obs: torch.Tensor) -> torch.Tensor:
+        """The actor head's outputs (logits or means) alone."""
+        return chains(obs, [self._params(self._actor_layers)], self.activation)[0]
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self._trunk(self.actor_body, obs)
-        hc = h if self._shared else self._trunk(self.critic_body, obs)
-        return (F.linear(h, self.actor_head.weight, self.actor_head.bias),
-                F.linear(hc, self.critic_head.weight, self.critic_head.bias).squeeze(-1))
+        if self._shared:
+            h = chains(obs, [self._params(self._actor_layers[:-1])], self.activation, linear_last=False)[0]
+            return (F.linear(h, self.actor_head.weight, self.actor_head.bias),
+                    F.linear(h, self.critic_head.weight, self.critic_head.bias).squeeze(-1))
+        # actor and critic as one autograd node (see chain.py for why)
+        out, value = chains(obs, [self._params(self._actor_layers), self._params(self._critic_layers)], self.activation)
+        return out, value.squeeze(-1)
 
-    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor | None, entropy: bool = True
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs of ``actions`` (summed over action dimensions) and, if asked, entropies,
-        written out rather than through torch.distributions: on batches this small the
-        distribution objects cost more than the network."""
+    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor, entropy: bool = True,
+                         entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of ``actions`` (summed over action dimensions) and, if asked, entropies
+        (without a gradient unless ``entropy_grad``), written out rather than through
+        torch.distributions: on batches this small the distribution objects cost more than
+        the network."""
+        ent = None
         if self.discrete:
             logits = torch.log_softmax(out, -1)
-            ent = -(logits.exp() * logits).sum(-1) if entropy else None
-            return (logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1) if actions is not None else ent), ent
+            if entropy:
+                with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                    ent = -(logits.exp() * logits).sum(-1)
+            return logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), ent
         log_std = self.log_std.expand_as(out)
-        ent = (log_std + _HALF_LOG_2PI_E).sum(-1) if entropy else None
-        if actions is None:
-            return ent, ent
+        if entropy:
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                ent = (log_std + _HALF_LOG_2PI_E).sum(-1)
         z = (actions - out) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1), ent
 
     def sample(self, out: torch.Tensor) -> torch.Tensor:
-        if self.discrete:
-            return torch.multinomial(torch.softmax(out, -1), 1).squeeze(-1)
+        if self.discrete:  # Gumbel-max: argmax(logits - log E), E ~ Exp(1); a third of multinomial's cost here
+            return (out - torch.empty_like(out).exponential_().log_()).argmax(-1)
         return out + self.log_std.exp() * torch.randn_like(out)
 
 
@@ -108,12 +124,12 @@ class MLPPolicy(ControlPolicy):
         self.model = ActorCritic(self.obs_dim, self.act_dim, self.discrete, config)
 
     def _inner(self) -> ActorCritic:
-        return getattr(self.model, "module", self.model)
+        return unwrap(self.model)
 
     def act(self, obs: torch.Tensor, *, deterministic: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out, value = self.model(obs.reshape(obs.shape[0], self.obs_dim))
         net = self._inner()
+        out, value = self._call(obs.reshape(obs.shape[0], self.obs_dim))
         if deterministic:
             a = out.argmax(-1) if self.discrete else out
         else:
@@ -121,30 +137,42 @@ class MLPPolicy(ControlPolicy):
         return a, net.log_prob_entropy(out, a, entropy=False)[0], value
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.model(obs.reshape(obs.shape[0], self.obs_dim))[1]
+        return self._call(obs.reshape(obs.shape[0], self.obs_dim))[1]
+
+    def _call(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # without a gradient (acting) the module call's hooks and a DDP wrapper's
+        # bookkeeping have nothing to do: call forward itself, 32 times per update
+        return self.model(x) if torch.is_grad_enabled() else self._inner().forward(x)
 
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor head's outputs ``[N, A]`` read as action values (value-based objectives
         such as dqn): ``act(deterministic=True)`` is then greedy in Q. Skips the critic."""
-        net = self._inner()
-        h = net._trunk(net.actor_body, obs.reshape(obs.shape[0], self.obs_dim))
-        return F.linear(h, net.actor_head.weight, net.actor_head.bias)
+        return self._inner().trunk_out(obs.reshape(obs.shape[0], self.obs_dim))
 
-    def evaluate_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def evaluate_actions(self, batch: Batch, *, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         obs, actions = batch["obs"], batch["actions"]
         B, T = actions.shape[:2]
+        net = self._inner()
+        if (self.discrete and not entropy and not net._shared and net is self.model
+                and torch.is_grad_enabled()):
+            # one autograd node from observations to log-probs and values (categorical.py);
+            # not under a DDP wrapper, whose gradient sync needs its own forward
+            logp, value, ent = categorical_actor_critic(obs.reshape(B * T, self.obs_dim), actions,
+                                                        net._params(net._actor_layers),
+                                                        net._params(net._critic_layers), net.activation, (B, T))
+            return logp, ent, value
         out, value = self.model(obs.reshape(B * T, self.obs_dim))
-        logp, ent = self._inner().log_prob_entropy(out, actions.reshape(B * T, *actions.shape[2:]))
+        logp, ent = net.log_prob_entropy(out, actions.reshape(B * T, *actions.shape[2:]), entropy_grad=entropy)
         return logp.view(B, T), ent.view(B, T), value.view(B, T)
 
     def reference(self) -> "MLPPolicy":
         ref = copy.copy(self)
-        ref.model = copy.deepcopy(getattr(self.model, "module", self.model)).eval().requires_grad_(False)
+        ref.model = copy.deepcopy(unwrap(self.model)).eval().requires_grad_(False)
         return ref
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(getattr(self.model, "module", self.model).state_dict(), path / "model.pt")
+        torch.save(unwrap(self.model).state_dict(), path / "model.pt")
         (path / "config.json").write_text(json.dumps({"obs_dim": self.obs_dim, "act_dim": self.act_dim,
                                                       "discrete": self.discrete, **self.config.model_dump()}))

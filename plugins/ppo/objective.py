@@ -27,6 +27,8 @@ from rlx.batch import Batch
 from rlx.objective import Objective
 from rlx.policy import Policy
 
+from .surrogate import ppo_loss
+
 _TEXT_KEYS = ("input_ids", "attention_mask", "actions", "mask", "old_logp", "values", "advantages", "returns")
 _CONTROL_KEYS = ("obs", "actions", "old_logp", "values", "advantages", "returns")
 
@@ -37,14 +39,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_v
     so step t+1's value is not bootstrapped; ``next_value`` is V of the observation after
     the last step."""
     N, T = rewards.shape
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros(N, dtype=rewards.dtype, device=rewards.device)
     live = 1.0 - dones.float()
+    v_next = torch.cat([values[:, 1:], next_value.unsqueeze(1)], 1)
+    # every TD error at once; only the backward recursion is a loop over steps
+    deltas = (rewards + gamma * v_next * live - values).unbind(1)
+    decays = (gamma * lam * live).unbind(1)
+    last = torch.zeros(N, dtype=rewards.dtype, device=rewards.device)
+    out: list[torch.Tensor] = [last] * T
     for t in reversed(range(T)):
-        v_next = next_value if t == T - 1 else values[:, t + 1]
-        delta = rewards[:, t] + gamma * v_next * live[:, t] - values[:, t]
-        last = delta + gamma * lam * live[:, t] * last
-        adv[:, t] = last
+        last = torch.addcmul(deltas[t], decays[t], last)
+        out[t] = last
+    adv = torch.stack(out, 1)
     return adv, adv + values
 
 
@@ -102,6 +107,7 @@ class PPO(Objective):
         self.progress = 0.0
         self._stop_epochs = False
         self._last_epoch = True
+        self._whitened = False  # the minibatches carry advantages normalized once for the update
         self.kl = AdaptiveKL(config.kl_coef, config.kl_target, config.kl_horizon)
 
     @property
@@ -167,6 +173,11 @@ class PPO(Objective):
             flat = Batch({k: batch[k].reshape(N * T, 1, *batch[k].shape[2:]) for k in _CONTROL_KEYS})
         self._stop_epochs = False
         c = self.config
+        # one full-batch minibatch: its advantages are normalized the same way every epoch
+        self._whitened = (c.num_minibatches == 1 and c.normalize_advantages and not self.text
+                          and flat["advantages"].numel() > 1)
+        if self._whitened:
+            flat["advantages"] = whiten(flat["advantages"], None)
         for epoch in range(c.epochs):
             self._last_epoch = epoch == c.epochs - 1
             if c.num_minibatches == 1:  # a full-batch gradient does not depend on the order
@@ -183,30 +194,26 @@ class PPO(Objective):
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
         mask = batch["mask"] if self.text else None  # every control step counts: skip the masking work
-        logp, entropy, value = policy.evaluate_actions(batch)
-        log_ratio = logp - batch["old_logp"]
-        ratio = log_ratio.exp()
+        # without an entropy bonus the entropies are only logged: no gradient through them
+        logp, entropy, value = policy.evaluate_actions(batch, entropy=c.ent_coef > 0)
         adv = batch["advantages"]
         # text advantages were whitened over the whole batch in prepare
-        if c.normalize_advantages and not self.text and adv.numel() > 1:
+        if c.normalize_advantages and not self.text and not self._whitened and adv.numel() > 1:
             adv = whiten(adv, mask)
         eps = self.clip
-        pg = masked_mean(torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - eps, 1 + eps)), mask)
-        ret, old_v = batch["returns"], batch["values"]
-        v_loss = (value - ret) ** 2
-        if c.clip_value is not None:
-            clipped = old_v + torch.clamp(value - old_v, -c.clip_value, c.clip_value)
-            v_loss = torch.max(v_loss, (clipped - ret) ** 2)
-        v_loss = 0.5 * masked_mean(v_loss, mask)
+        # max(-A r, -A clip(r, 1 -+ eps)) and 0.5 (V - R)^2 (or its clipped max), as means
+        loss, pg, v_loss, ratio = ppo_loss(logp, value, batch["old_logp"], adv, batch["returns"], batch["values"],
+                                           mask, eps, c.clip_value, c.vf_coef)
         ent = masked_mean(entropy, mask)
-        loss = pg - c.ent_coef * ent + c.vf_coef * v_loss
-        metrics: dict[str, Any] = {"loss/policy": pg.detach(), "loss/value": v_loss.detach(),
+        if c.ent_coef > 0:
+            loss = loss - c.ent_coef * ent
+        metrics: dict[str, Any] = {"loss/policy": pg, "loss/value": v_loss,
                                    "policy/entropy": ent.detach()}
         # the diagnostics cost as much as the loss; they are needed on the last epoch (what
         # is logged) or for the target-KL stop
         if self._last_epoch or c.target_kl is not None:
             with torch.no_grad():
-                approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3: unbiased, >= 0
+                approx_kl = masked_mean((ratio - 1) - ratio.log(), mask)  # k3: unbiased, >= 0
                 metrics["policy/approx_kl"] = approx_kl
                 metrics["policy/clip_frac"] = masked_mean(((ratio - 1).abs() > eps).float(), mask)
             if c.target_kl is not None and float(approx_kl) > c.target_kl:
