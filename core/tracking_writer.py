@@ -1,7 +1,7 @@
 """The process that writes a run's metrics to MLflow, so the training process does not.
 
 MLflow's SQL store spends 0.15-0.5 ms of Python per metric in ``log_batch``; from a thread
-of the training process that is GIL time taken from training (7.5% of a CartPole PPO
+of the training process that is GIL time taken from training (about 7% of a CartPole PPO
 run's step time, measured). This process takes JSON lines on stdin and answers on stdout:
 
     {"m": [[key, value, timestamp_ms, step], ...]}   log these

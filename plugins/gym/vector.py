@@ -1,8 +1,8 @@
 """N copies of a gymnasium environment stepped in a loop in this process.
 
 gymnasium's SyncVectorEnv does the same with general machinery (space iteration,
-batched info dicts, copies) that costs more than a CartPole step itself: measured here,
-183 us per vector step of 8 copies against 90 us for this loop. Only what rlx reads is
+batched info dicts, copies): measured here, 69 us per step of 8 CartPoles against 60 us
+for this loop, 13% of the environment's share of a PPO update. Only what rlx reads is
 kept: stacked observations, rewards, terminated and truncated flags, and each finished
 episode's last observation. Episodes reset in the step they end (same-step autoreset).
 """
