@@ -308,11 +308,6 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                                   **_adamw_kernel(cfg.optim.kernel, getattr(policy, "kind", "lm")))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim, steps))
     policy.model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
-    if accelerator.num_processes == 1 and accelerator.mixed_precision == "no":
-        from rlx.small_steps import SmallSteps
-
-        raw = getattr(optimizer, "optimizer", optimizer)
-        parts.stepper = SmallSteps(raw, raw.param_groups[0]["params"], flatten=getattr(policy, "kind", "lm") == "control")
     if parts.reference is not None:
         parts.reference.model.to(accelerator.device)
 
@@ -326,6 +321,12 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         parts.objective.load_state_dict(state["objective"])
         start, samples, last = state["step"] + 1, state["samples"], state["last"]
         curve = state.get("curve", [])
+    if accelerator.num_processes == 1 and accelerator.mixed_precision == "no":
+        from rlx.small_steps import SmallSteps
+
+        # the fast clip concatenates every gradient: for tiny control networks only
+        raw = getattr(optimizer, "optimizer", optimizer)
+        parts.stepper = SmallSteps(raw, raw.param_groups[0]["params"], fast=getattr(policy, "kind", "lm") == "control")
 
     names = cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"

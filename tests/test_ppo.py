@@ -305,3 +305,33 @@ def test_fused_ppo_loss_matches_autograd(masked, clip_value):
     for a, b in zip(fused, ref):
         assert torch.allclose(a, b, atol=1e-12), (a, b)
     assert fused[1].abs().sum() > 0 and fused[2].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_cartpole_checkpoints_and_resumes(tmp_path):
+    """A control run steps AdamW through core/small_steps.py (step counters as elements
+    of one tensor); its checkpoints hold the whole model and ordinary per-parameter
+    optimizer state, and a killed run resumes from them and finishes."""
+    import torch
+    from test_resume import KILLER
+
+    from _cli import make_plugin
+
+    site = make_plugin(tmp_path / "site", "killer", KILLER)
+    args = ["run", "--objective", "ppo", "--env", "gym", "--policy", "mlp", "--seed", "0",
+            "--set", "run.env_steps=1536", "--set", "run.checkpoint_every=3", "--set", "run.eval_every=0",
+            "--no-progress"]
+    crashed = rlx(*args, home=tmp_path, paths=[site], RLX_TEST_KILL_AT="4")
+    assert crashed.returncode == -9, crashed.stderr
+    run, client = latest_run(tmp_path)
+    ckpt = next((tmp_path / "runs" / run["id"] / "checkpoints").glob("step_00000003"))
+    state = torch.load(ckpt / "optimizer.bin", weights_only=False)["state"]
+    assert len(state) == 12 and {float(s["step"]) for s in state.values()} == {3 * 20.0}  # 3 updates x 20 epochs
+    assert all(s["exp_avg"].abs().sum() > 0 for s in state.values())
+    from safetensors.torch import load_file
+
+    assert len(load_file(str(ckpt / "model.safetensors"))) == 12  # every parameter, not one per storage
+    resumed = rlx("runs", "resume", run["id"][:8], "--no-progress", home=tmp_path, paths=[site])
+    assert resumed.returncode == 0 and "FINISHED" in resumed.stdout, resumed.stderr
+    steps = [m.step for m in metric_history(client, run["mlflow_run_id"], "env/steps")]
+    assert steps == list(range(1, 7))

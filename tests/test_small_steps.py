@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlx.small_steps import SmallSteps, clip_grads, flatten_parameters
+from rlx.small_steps import SmallSteps, clip_grads
 
 
 def _net() -> torch.nn.Module:
@@ -19,14 +19,14 @@ def _net() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("max_norm", [0.05, float("inf")])
-def test_flat_steps_match_torch_across_a_checkpoint(max_norm):
+def test_small_steps_match_torch_across_a_checkpoint(max_norm):
     ref, fast = _net(), _net()
     opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
     opt_fast = torch.optim.AdamW(fast.parameters(), lr=1e-2, weight_decay=0.01, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_fast, lambda s: 1.0 - s / 40)
     sched_ref = torch.optim.lr_scheduler.LambdaLR(opt_ref, lambda s: 1.0 - s / 40)
-    steps = SmallSteps(opt_fast, opt_fast.param_groups[0]["params"], flatten=True)
-    assert steps.flat_params is not None
+    steps = SmallSteps(opt_fast, opt_fast.param_groups[0]["params"])
+    assert steps.fused
     g = torch.Generator().manual_seed(1)
     for i in range(25):
         x = torch.randn(32, 4, generator=g)
@@ -34,7 +34,7 @@ def test_flat_steps_match_torch_across_a_checkpoint(max_norm):
             net(x).square().mean().backward()
         n_ref = torch.nn.utils.clip_grad_norm_(list(ref.parameters()), max_norm, foreach=True)
         n_fast = steps.clip(max_norm)
-        # one norm over the flat gradient sums in another order than per-tensor norms
+        # one norm over all gradients sums in another order than per-tensor norms
         assert torch.allclose(n_ref, n_fast, rtol=1e-6, atol=0)
         opt_ref.step()
         steps.step()
@@ -42,7 +42,7 @@ def test_flat_steps_match_torch_across_a_checkpoint(max_norm):
             opt.zero_grad(set_to_none=True)
         sched.step()
         sched_ref.step()
-        if i == 10:  # a checkpoint round trip replaces the state: the flat views are rebuilt
+        if i == 10:  # a checkpoint round trip replaces the state: the lists are rebuilt
             buf = io.BytesIO()
             torch.save(opt_fast.state_dict(), buf)
             buf.seek(0)
@@ -50,19 +50,11 @@ def test_flat_steps_match_torch_across_a_checkpoint(max_norm):
     for a, b in zip(ref.parameters(), fast.parameters()):
         assert torch.allclose(a, b, rtol=0, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(ref.parameters(), _net().parameters()))  # it did train
-    assert steps._grad is None and steps._state is not None  # it did take the flat path
+    assert steps._state is not None  # the fused call was taken
     assert {float(s["step"]) for s in opt_fast.state.values()} == {25.0}
-    # the parameters are still views of the flat tensor, and the model saves as usual
-    assert fast[0].weight.data_ptr() == steps.flat_params.data_ptr()
-    buf = io.BytesIO()
-    torch.save(fast.state_dict(), buf)
-    buf.seek(0)
-    assert all(torch.equal(v, fast.state_dict()[k]) for k, v in torch.load(buf).items())
 
 
-def test_flatten_refuses_mixed_dtypes_and_clip_matches_torch():
-    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
-    assert flatten_parameters([a, b]) is None and a.dtype == torch.float32
+def test_clip_matches_torch():
     ps = [torch.nn.Parameter(torch.randn(5)) for _ in range(3)]
     qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
     for p, q in zip(ps, qs):
@@ -166,3 +158,34 @@ def test_fused_categorical_evaluation_matches_the_module_path():
     assert l1.shape == v1.shape == e1.shape == (40, 1)
     assert torch.allclose(l1, l2, atol=1e-6) and torch.allclose(v1, v2, atol=1e-6) and torch.allclose(e1, e2, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_actor_critic_matches_its_module_tree(shared, activation):
+    """The fast forward (and its written-out backward) against calling the registered
+    nn.Sequential bodies and heads, which is what state_dict and printing describe."""
+    from types import SimpleNamespace
+
+    from rlx.plugins.mlp.policy import ActorCritic
+
+    cfg = SimpleNamespace(activation=activation, hidden_sizes=[32, 32], shared=shared, ortho_init=True,
+                          log_std_init=0.0)
+    torch.manual_seed(0)
+    net = ActorCritic(4, 2, True, cfg).double()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    obs = torch.randn(300, 4, dtype=torch.float64)  # above the tanh-by-sigmoid threshold
+    results = []
+    for fast in (True, False):
+        net.zero_grad()
+        if fast:
+            out, value = net(obs)
+        else:
+            out = net.actor_head(net.actor_body(obs))
+            value = net.critic_head(net.critic_body(obs)).squeeze(-1)
+        (out.square().sum() + value.sum()).backward()
+        results.append((out.detach(), value.detach(), [p.grad.clone() for p in net.parameters()]))
+    (o1, v1, g1), (o2, v2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-12) and torch.allclose(v1, v2, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g1, g2))
