@@ -358,15 +358,25 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
 
     status, error = "FINISHED", ""
-    can_eval = hasattr(env, "evaluate") or (hasattr(env, "eval_tasks") and hasattr(env, "is_correct"))
+    # held-out metrics: the environment's own, greedy generation on its held-out tasks, and
+    # whatever the objective measures on held-out data (dpo: preference accuracy)
+    gen_eval = hasattr(env, "eval_tasks") and hasattr(env, "is_correct") and getattr(env, "generation_eval", True)
+    objective_eval = getattr(parts.objective, "evaluate", None)
+    can_eval = hasattr(env, "evaluate") or gen_eval or objective_eval is not None
     skipped_total = int(last.get("nonfinite/skipped", 0))
 
     def run_eval(step: int) -> None:
         if main:  # evaluation has no collectives: rank 0 alone
+            m: dict[str, float] = {}
+            rows: list[dict[str, Any]] = []
             if hasattr(env, "evaluate"):
-                m, rows = env.evaluate(policy), []
-            else:
+                m = env.evaluate(policy)
+            elif gen_eval:
                 m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
+            if objective_eval is not None:
+                m.update(objective_eval(env, policy, parts.reference))
+            if not m:
+                return
             samples.extend({"step": step, "split": "eval", **r} for r in rows)
             curve.append([step, *next(iter(m.items()))])
             last.update(m)

@@ -28,6 +28,10 @@ def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_
     if objective.data == "demonstrations":
         batch = policy.encode([t["prompt"] for t in tasks], [env.demonstration(t) for t in tasks])
         group = [first_group + i for i in range(len(tasks))]
+    elif objective.data == "preferences":
+        batch = encode_pairs(policy, tasks)
+        tasks = batch.meta["task"]
+        group = [first_group + i % n_tasks for i in range(len(tasks))]
     else:
         g = objective.group_size
         tasks = [t for t in tasks for _ in range(g)]
@@ -37,6 +41,15 @@ def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_
                                 temperature=temperature, min_new_tokens=min_new_tokens, seeds=seeds)
     batch.meta["task"] = tasks
     batch["group"] = torch.tensor(group, device=batch["mask"].device)
+    return batch
+
+
+def encode_pairs(policy: Any, pairs: list[Task]) -> Batch:
+    """Preference pairs as ``2n`` rows: each prompt with its ``chosen`` completion, then
+    each with its ``rejected`` one; ``meta["task"]`` names the pair of every row."""
+    prompts = [p["prompt"] for p in pairs]
+    batch = policy.encode(prompts + prompts, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])
+    batch.meta["task"] = list(pairs) + list(pairs)
     return batch
 
 

@@ -33,15 +33,25 @@ def next_reduction(ops: Sequence[str]) -> int:
     return ops.index("*") if "*" in ops else 0
 
 
-def solve(nums: Sequence[int], ops: Sequence[str]) -> list[Step]:
-    """The gold reduction sequence of an expression."""
+def solve(nums: Sequence[int], ops: Sequence[str], error_at: int = -1, error: int = 0) -> list[Step]:
+    """The gold reduction sequence of an expression; with ``error_at``, step ``error_at``'s
+    result is off by ``error`` and every later step carries the mistake on."""
     nums, ops, steps = list(nums), list(ops), []
     while ops:
         i = next_reduction(ops)
         a, op, b = nums[i], ops.pop(i), nums[i + 1]
-        nums[i : i + 2] = [apply(a, op, b)]
+        nums[i : i + 2] = [apply(a, op, b) + (error if len(steps) == error_at else 0)]
         steps.append((a, op, b, nums[i]))
     return steps
+
+
+def flawed_solution(task: dict[str, Any], rng: random.Random) -> str:
+    """A solution in the gold format with one arithmetic slip (a random step off by 1-3,
+    carried through to a wrong final answer)."""
+    nums, ops = parse_expr(task["expr"])
+    k, error = rng.randrange(len(ops)), rng.choice((-3, -2, -1, 1, 2, 3))
+    steps = solve(nums, ops, k, error)
+    return "\n".join([f"{a}{op}{b}={c}" for a, op, b, c in steps] + [f"A:{steps[-1][3]}"])
 
 
 def format_expr(nums: Sequence[int], ops: Sequence[str]) -> str:
