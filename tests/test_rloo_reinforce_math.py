@@ -72,3 +72,4 @@ def test_runs_end_to_end(tmp_path, objective):
     run, client = latest_run(tmp_path)
     assert [m.step for m in metric_history(client, run["mlflow_run_id"], "kl/ref")] == [1, 2, 3, 4]
     assert run["objective"] == objective and run["status"] == "FINISHED"
+
