@@ -12,48 +12,13 @@ evaluation (``eval/accuracy``) of arithmetic is then available too.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
+from rlx.datafiles import load_records
 from rlx.environment import Environment, Task
 from rlx.errors import UsageError
 
 from .config import PreferencesConfig
-
-_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def load_pairs(path: str, prompt: str, chosen: str, rejected: str) -> list[Task]:
-    """Every record of ``path`` as a pair, checked."""
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"env.path '{path}' is not a file; give a .jsonl, .json, .csv or .parquet file of pairs")
-    fmt = _FORMATS.get(file.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"env.path '{path}': unknown format '{file.suffix}'; use .jsonl, .json, .csv or .parquet")
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        rows = datasets.load_dataset(fmt, data_files=str(file), split="train")
-    except Exception as exc:  # the library's own parse error, with its cause
-        raise UsageError(f"env.path '{path}' could not be read as {fmt}: {str(exc).splitlines()[0]}") from None
-    missing = [f for f in (prompt, chosen, rejected) if f not in rows.column_names]
-    if missing:
-        raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(rows.column_names)}); "
-                         "set env.prompt_field / env.chosen_field / env.rejected_field")
-    where = "line" if fmt in ("json", "csv") else "row"
-    offset = 2 if fmt == "csv" else 1  # a CSV's first line is its header
-    pairs = []
-    for i, rec in enumerate(rows):
-        for f in (prompt, chosen, rejected):
-            if not isinstance(rec[f], str) or (f != prompt and not rec[f]):
-                raise UsageError(f"{path}:{where} {i + offset}: field '{f}' is {rec[f]!r}, expected a non-empty string")
-        pairs.append({"prompt": rec[prompt], "chosen": rec[chosen], "rejected": rec[rejected], "id": i})
-    if not pairs:
-        raise UsageError(f"env.path '{path}' holds no records")
-    return pairs
-
 
 class PreferencesEnv(Environment):
     kind = "preference"
@@ -73,7 +38,8 @@ class PreferencesEnv(Environment):
             self._eval = [self._pair(t, held_rng, i) for i, t in enumerate(self.arithmetic.eval_tasks())]
         else:
             self.arithmetic = None
-            pairs = load_pairs(c.path, c.prompt_field, c.chosen_field, c.rejected_field)
+            pairs = load_records(c.path, {"prompt": c.prompt_field, "chosen": c.chosen_field,
+                                          "rejected": c.rejected_field}, non_empty=("chosen", "rejected"))
             if len(pairs) <= c.eval_size:
                 raise UsageError(f"env.path '{c.path}' has {len(pairs)} pairs, not more than env.eval_size="
                                  f"{c.eval_size}; lower env.eval_size so some are left to train on")

@@ -1,0 +1,53 @@
+"""Records from local data files (JSONL, JSON, CSV, parquet) through the ``datasets``
+library, with errors that name the file and line (row for parquet) of a bad record.
+Shared by the data environments (``preferences``, ``prompts``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rlx.errors import UsageError
+
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def load_records(path: str, required: dict[str, str], optional: dict[str, str] | None = None,
+                 non_empty: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every record of ``path`` as ``{name: value}`` for the ``required`` (and present
+    ``optional``) columns, given as ``{name: column}``; required values must be strings
+    (non-empty for the names in ``non_empty``), optional ones may be anything but null."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"env.path '{path}' is not a file; give a .jsonl, .json, .csv or .parquet file")
+    fmt = _FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"env.path '{path}': unknown format '{file.suffix}'; use .jsonl, .json, .csv or .parquet")
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        rows = datasets.load_dataset(fmt, data_files=str(file), split="train")
+    except Exception as exc:  # the library's own parse error, with its cause
+        raise UsageError(f"env.path '{path}' could not be read as {fmt}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in required.values() if c not in rows.column_names]
+    if missing:
+        raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(rows.column_names)}); "
+                         "set the env's *_field settings")
+    present = {n: c for n, c in (optional or {}).items() if c in rows.column_names}
+    where = "line" if fmt in ("json", "csv") else "row"
+    offset = 2 if fmt == "csv" else 1  # a CSV's first line is its header
+    out = []
+    for i, rec in enumerate(rows):
+        for name, col in required.items():
+            value = rec[col]
+            if not isinstance(value, str) or (name in non_empty and not value):
+                raise UsageError(f"{path}:{where} {i + offset}: field '{col}' is {value!r}, expected a "
+                                 f"{'non-empty ' if name in non_empty else ''}string")
+        for name, col in present.items():
+            if rec[col] is None:
+                raise UsageError(f"{path}:{where} {i + offset}: field '{col}' is empty")
+        out.append({**{n: rec[c] for n, c in required.items()}, **{n: rec[c] for n, c in present.items()}, "id": i})
+    if not out:
+        raise UsageError(f"env.path '{path}' holds no records")
+    return out

@@ -1,0 +1,74 @@
+"""``prompts``: prompts from a file, with optional reference answers, for any online
+objective (grpo, ppo, rloo, reinforce, ...).
+
+A completion is correct when its final answer equals the reference: the text after its
+last ``A:`` if it has one (the format of the built-in tasks), else the whole completion,
+compared after stripping and case-folding. Without an answer column there is no
+verifier and no generation evaluation; use a learned reward then.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from rlx.datafiles import load_records
+from rlx.environment import Task, TextEnvironment
+from rlx.errors import UsageError
+
+from .config import PromptsConfig
+
+
+def final_answer(completion: str) -> str:
+    text = completion.rsplit("A:", 1)[-1] if "A:" in completion else completion
+    return text.strip().casefold()
+
+
+class PromptsEnv(TextEnvironment):
+    kind = "text"
+
+    def __init__(self, config: PromptsConfig | dict[str, Any], *, seed: int = 0):
+        if not isinstance(config, PromptsConfig):
+            config = PromptsConfig.model_validate(config)
+        super().__init__(config, seed=seed)
+        c = config
+        rows = load_records(c.path, {"prompt": c.prompt_field}, {"answer": c.answer_field}, non_empty=("prompt",))
+        if len(rows) <= c.eval_size:
+            raise UsageError(f"env.path '{c.path}' has {len(rows)} prompts, not more than env.eval_size="
+                             f"{c.eval_size}; lower env.eval_size so some are left to train on")
+        split = len(rows) - c.eval_size
+        self._train, self._eval = rows[:split], rows[split:]
+        self.has_answers = "answer" in rows[0]
+        self._rng = random.Random(f"prompts:{seed}")
+        self._order: list[int] = []
+
+    @property
+    def generation_eval(self) -> bool:
+        return self.has_answers and bool(self._eval)
+
+    def sample(self, n: int) -> list[Task]:
+        """``n`` training prompts, in shuffled passes over the file's training rows."""
+        out = []
+        while len(out) < n:
+            if not self._order:
+                self._order = list(range(len(self._train)))
+                self._rng.shuffle(self._order)
+            out.append(dict(self._train[self._order.pop()]))
+        return out
+
+    def eval_tasks(self) -> list[Task]:
+        return [dict(t) for t in self._eval] if self.has_answers else []
+
+    def is_correct(self, task: Task, completion: str) -> bool:
+        if "answer" not in task:
+            raise UsageError("env 'prompts' has no reference answers (no answer column); the verifier needs them")
+        return final_answer(completion) == str(task["answer"]).strip().casefold()
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng.getstate()
+        return {"rng": [version, list(internal), gauss], "order": list(self._order)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._order = list(state.get("order", []))
