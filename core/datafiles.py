@@ -4,9 +4,11 @@ Shared by the data environments (``preferences``, ``prompts``)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+from rlx.environment import rng_state, set_rng_state
 from rlx.errors import UsageError
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -51,3 +53,29 @@ def load_records(path: str, required: dict[str, str], optional: dict[str, str] |
     if not out:
         raise UsageError(f"env.path '{path}' holds no records")
     return out
+
+
+class ShuffledPasses:
+    """A file's training rows handed out in shuffled passes (each row once per pass),
+    with the position in the pass part of the checkpointed state."""
+
+    def __init__(self, rows: list[dict[str, Any]], key: str):
+        self.rows = rows
+        self._rng = random.Random(key)
+        self._order: list[int] = []
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        while len(out) < n:
+            if not self._order:
+                self._order = list(range(len(self.rows)))
+                self._rng.shuffle(self._order)
+            out.append(dict(self.rows[self._order.pop()]))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(self._rng), "order": list(self._order)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(self._rng, state["rng"])
+        self._order = list(state.get("order", []))

@@ -7,6 +7,7 @@ accept, so a mismatch fails before anything heavy is built.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,6 +24,17 @@ class StepVerdict:
 
     end: int
     correct: bool
+
+
+def rng_state(rng: random.Random) -> list[Any]:
+    """A ``random.Random``'s state as JSON-friendly lists (for checkpoints)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: list[Any]) -> None:
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
 
 
 class Environment(ABC):

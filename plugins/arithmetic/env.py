@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from rlx.environment import StepVerdict, Task, TextEnvironment
+from rlx.environment import StepVerdict, Task, TextEnvironment, rng_state, set_rng_state
 from rlx.errors import ConfigError
 from rlx.plugins.arithmetic import problems
 from rlx.plugins.arithmetic.config import ArithmeticConfig
@@ -80,10 +80,8 @@ class ArithmeticEnv(TextEnvironment):
         return problems.check_steps(task["expr"], task["answer"], completion)
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        return {"rng": [version, list(internal), gauss], "drawn": self._drawn}  # JSON-friendly
+        return {"rng": rng_state(self._rng), "drawn": self._drawn}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_rng_state(self._rng, state["rng"])
         self._drawn = int(state["drawn"])

@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from rlx.datafiles import load_records
-from rlx.environment import Environment, Task
+from rlx.datafiles import ShuffledPasses, load_records
+from rlx.environment import Environment, Task, rng_state, set_rng_state
 from rlx.errors import UsageError
 
 from .config import PreferencesConfig
@@ -33,7 +33,7 @@ class PreferencesEnv(Environment):
             from rlx.plugins.arithmetic.env import ArithmeticEnv
 
             self.arithmetic: Any = ArithmeticEnv({"eval_size": c.eval_size}, seed=seed)
-            self._train: list[Task] | None = None
+            self._passes: ShuffledPasses | None = None
             held_rng = random.Random(f"preferences-eval:{seed}")
             self._eval = [self._pair(t, held_rng, i) for i, t in enumerate(self.arithmetic.eval_tasks())]
         else:
@@ -43,8 +43,7 @@ class PreferencesEnv(Environment):
             if len(pairs) <= c.eval_size:
                 raise UsageError(f"env.path '{c.path}' has {len(pairs)} pairs, not more than env.eval_size="
                                  f"{c.eval_size}; lower env.eval_size so some are left to train on")
-            self._train, self._eval = pairs[:-c.eval_size], pairs[-c.eval_size:]
-        self._order: list[int] = []
+            self._passes, self._eval = ShuffledPasses(pairs[:-c.eval_size], f"preferences:{seed}"), pairs[-c.eval_size:]
 
     @staticmethod
     def _pair(task: Task, rng: random.Random, index: int) -> Task:
@@ -55,16 +54,9 @@ class PreferencesEnv(Environment):
 
     def sample(self, n: int) -> list[Task]:
         """``n`` training pairs: fresh synthetic ones, or the file's in shuffled passes."""
-        if self._train is None:
-            drawn = self.arithmetic.sample(n)
-            return [self._pair(t, self._rng, -1) for t in drawn]
-        out = []
-        while len(out) < n:
-            if not self._order:
-                self._order = list(range(len(self._train)))
-                self._rng.shuffle(self._order)
-            out.append(self._train[self._order.pop()])
-        return out
+        if self._passes is None:
+            return [self._pair(t, self._rng, -1) for t in self.arithmetic.sample(n)]
+        return self._passes.take(n)
 
     def eval_pairs(self) -> list[Task]:
         return list(self._eval)
@@ -81,15 +73,13 @@ class PreferencesEnv(Environment):
         return self.arithmetic.is_correct(task, completion)
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        state: dict[str, Any] = {"rng": [version, list(internal), gauss], "order": list(self._order)}
-        if self.arithmetic is not None:
-            state["arithmetic"] = self.arithmetic.state_dict()
-        return state
+        if self._passes is not None:
+            return self._passes.state_dict()
+        return {"rng": rng_state(self._rng), "arithmetic": self.arithmetic.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
-        self._order = list(state.get("order", []))
-        if self.arithmetic is not None and "arithmetic" in state:
+        if self._passes is not None:
+            self._passes.load_state_dict(state)
+        else:
+            set_rng_state(self._rng, state["rng"])
             self.arithmetic.load_state_dict(state["arithmetic"])

@@ -9,10 +9,9 @@ verifier and no generation evaluation; use a learned reward then.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from rlx.datafiles import load_records
+from rlx.datafiles import ShuffledPasses, load_records
 from rlx.environment import Task, TextEnvironment
 from rlx.errors import UsageError
 
@@ -39,8 +38,7 @@ class PromptsEnv(TextEnvironment):
         split = len(rows) - c.eval_size
         self._train, self._eval = rows[:split], rows[split:]
         self.has_answers = "answer" in rows[0]
-        self._rng = random.Random(f"prompts:{seed}")
-        self._order: list[int] = []
+        self._passes = ShuffledPasses(self._train, f"prompts:{seed}")
 
     @property
     def generation_eval(self) -> bool:
@@ -48,13 +46,7 @@ class PromptsEnv(TextEnvironment):
 
     def sample(self, n: int) -> list[Task]:
         """``n`` training prompts, in shuffled passes over the file's training rows."""
-        out = []
-        while len(out) < n:
-            if not self._order:
-                self._order = list(range(len(self._train)))
-                self._rng.shuffle(self._order)
-            out.append(dict(self._train[self._order.pop()]))
-        return out
+        return self._passes.take(n)
 
     def eval_tasks(self) -> list[Task]:
         return [dict(t) for t in self._eval] if self.has_answers else []
@@ -65,10 +57,7 @@ class PromptsEnv(TextEnvironment):
         return final_answer(completion) == str(task["answer"]).strip().casefold()
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        return {"rng": [version, list(internal), gauss], "order": list(self._order)}
+        return self._passes.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
-        self._order = list(state.get("order", []))
+        self._passes.load_state_dict(state)
