@@ -313,9 +313,8 @@ def test_cartpole_checkpoints_and_resumes(tmp_path):
     of one tensor); its checkpoints hold the whole model and ordinary per-parameter
     optimizer state, and a killed run resumes from them and finishes."""
     import torch
-    from test_resume import KILLER
-
     from _cli import make_plugin
+    from test_resume import KILLER
 
     site = make_plugin(tmp_path / "site", "killer", KILLER)
     args = ["run", "--objective", "ppo", "--env", "gym", "--policy", "mlp", "--seed", "0",

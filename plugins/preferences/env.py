@@ -20,6 +20,7 @@ from rlx.errors import UsageError
 
 from .config import PreferencesConfig
 
+
 class PreferencesEnv(Environment):
     kind = "preference"
 
