@@ -58,8 +58,10 @@ def run(
     if not result.mlflow_run_id:  # not rank 0: rank 0 reports
         return
     m = result.metrics
-    summary = ", ".join(f"{k}={m[k]:.4g}" for k in ("eval/accuracy", "eval/return", "reward/mean", "kl/ref") if k in m)
+    shown = ("eval/accuracy", "eval/return", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref")
+    summary = ", ".join(f"{k}={m[k]:.4g}" for k in shown if k in m)
     typer.echo(f"run {result.run_id} {result.status}: {summary}")
     typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
     if result.policy_dir:
-        typer.echo(f"  policy saved to {result.policy_dir}")
+        what = "reward model" if result.produces == "reward_model" else "policy"
+        typer.echo(f"  {what} saved to {result.policy_dir}")

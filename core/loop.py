@@ -31,6 +31,7 @@ class RunResult:
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     policy_dir: str = ""
+    produces: str = "policy"  # what policy_dir holds: a policy or a reward model
 
 
 def _git_commit() -> str:
@@ -102,7 +103,7 @@ def build(cfg: Resolved, registry: Any) -> Components:
     env = specs[1].build(cfg.env, seed=cfg.run.seed)
     policy = specs[2].build(cfg.policy, env=env)
     objective = specs[0].build(cfg.objective, max_new_tokens=cfg.generation.max_new_tokens,
-                               env_kind=getattr(env, "kind", "text"))
+                               env_kind=getattr(env, "kind", "text"), env=env)
     objective.setup(policy)
     rewards = [spec.build(c, env=env, name=n) for spec, (n, c) in zip(reward_specs, cfg.rewards.items())]
     reference = policy.reference() if objective.needs_reference else None
@@ -360,16 +361,18 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     status, error = "FINISHED", ""
     # held-out metrics: the environment's own, greedy generation on its held-out tasks, and
     # whatever the objective measures on held-out data (dpo: preference accuracy)
-    gen_eval = hasattr(env, "eval_tasks") and hasattr(env, "is_correct") and getattr(env, "generation_eval", True)
+    produces = getattr(parts.objective, "produces", "policy")
+    gen_eval = (produces == "policy" and hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
+                and getattr(env, "generation_eval", True))
     objective_eval = getattr(parts.objective, "evaluate", None)
-    can_eval = hasattr(env, "evaluate") or gen_eval or objective_eval is not None
+    can_eval = (hasattr(env, "evaluate") and produces == "policy") or gen_eval or objective_eval is not None
     skipped_total = int(last.get("nonfinite/skipped", 0))
 
     def run_eval(step: int) -> None:
         if main:  # evaluation has no collectives: rank 0 alone
             m: dict[str, float] = {}
             rows: list[dict[str, Any]] = []
-            if hasattr(env, "evaluate"):
+            if hasattr(env, "evaluate") and produces == "policy":
                 m = env.evaluate(policy)
             elif gen_eval:
                 m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
@@ -413,7 +416,8 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                     text = batch.meta["completion"][0]
                     samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
                                     "completion": text,
-                                    "correct": bool(env.is_correct(batch.meta["task"][0], text)) if can_eval else None})
+                                    "correct": bool(env.is_correct(batch.meta["task"][0], text))
+                                    if hasattr(env, "is_correct") else None})
                 last.update(metrics)
                 if tracker:
                     tracker.log_metrics(metrics, step)
@@ -440,16 +444,18 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         status, error = "FAILED", f"{type(exc).__name__}: {exc}"
         raise RlxError(f"run {run_id} failed: {error}; rerun with --debug for the traceback") from exc
     finally:
+        saves = run_cfg.save_policy and produces != "nothing"
         policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last,
-                             samples, curve,
-                             run_dir / "policy" if run_cfg.save_policy else None)
-    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir)
+                             samples, curve, run_dir / "policy" if saves else None,
+                             parts.objective if main else None)
+    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir, produces)
 
 
 def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry: Any, run_id: str, status: str,
             error: str, last: dict[str, float], samples: list[dict[str, Any]], curve: list[list[Any]],
-            save_to: Path | None) -> str:
+            save_to: Path | None, objective: Any = None) -> str:
     """Save the policy, flush tracking and record the final status, whatever happened."""
+    import tempfile
     from datetime import datetime, timezone
 
     policy_dir = ""
@@ -460,6 +466,11 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
             policy_dir = str(save_to)
             if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
                 tracker.log_artifacts(save_to, "policy")
+        if tracker and objective is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                objective.artifacts(Path(folder))
+                if any(Path(folder).iterdir()):
+                    tracker.log_artifacts(Path(folder), None)
     if tracker:
         try:
             tracker.log_table(samples, "samples/generations.json")

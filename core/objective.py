@@ -9,6 +9,7 @@ through ``minibatches``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel
@@ -21,7 +22,13 @@ if TYPE_CHECKING:
 
 
 class Objective(ABC):
-    data: ClassVar[str] = "rollouts"  # or "demonstrations"
+    # rollouts: the policy's own samples; demonstrations: the environment's gold
+    # completions; preferences: (chosen, rejected) pairs; own: ``make_batch`` builds it
+    data: ClassVar[str] = "rollouts"
+    # what the run leaves behind: a "policy" (the default), a "reward_model" (the policy's
+    # model was turned into a scorer in ``setup``), or "nothing" (inference-time methods).
+    # Only a run that trains a policy gets the generation evaluation.
+    produces: ClassVar[str] = "policy"
 
     def __init__(self, config: BaseModel, **kwargs: Any):
         self.config = config
@@ -50,6 +57,15 @@ class Objective(ABC):
     @abstractmethod
     def loss(self, policy: "Policy", batch: "Batch") -> tuple["torch.Tensor", dict[str, float]]:
         """A scalar loss to minimize and metrics named ``<group>/<name>``."""
+
+    def make_batch(self, env: Any, policy: "Policy", tasks: list[dict[str, Any]], *, seeds: list[int]) -> "Batch":
+        """``data = "own"``: the training batch for ``tasks`` (one seed per task). Rows
+        may be several per task; ``meta["of_task"]`` then gives each row's task index."""
+        raise NotImplementedError(f"{type(self).__name__} has data='own' but no make_batch")
+
+    def artifacts(self, folder: "Path") -> None:
+        """Write files (plots, tables) into ``folder`` at the end of a finished run; the
+        loop logs whatever is there as MLflow artifacts."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

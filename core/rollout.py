@@ -28,6 +28,13 @@ def collect(env: Environment, policy: Any, objective: Any, n_tasks: int, *, max_
     if objective.data == "demonstrations":
         batch = policy.encode([t["prompt"] for t in tasks], [env.demonstration(t) for t in tasks])
         group = [first_group + i for i in range(len(tasks))]
+    elif objective.data == "own":
+        seeds = [sample_seed(seed, step, first_group + i) for i in range(len(tasks))]
+        batch = objective.make_batch(env, policy, tasks, seeds=seeds)
+        # rows may be several per task: ``meta["of_task"]`` says which task each row is from
+        of_task = batch.meta.pop("of_task", list(range(len(tasks))))
+        group = [first_group + i for i in of_task]
+        tasks = [tasks[i] for i in of_task]
     elif objective.data == "preferences":
         batch = encode_pairs(policy, tasks)
         tasks = batch.meta["task"]

@@ -191,7 +191,7 @@ class Tracker:
         finally:
             plt.close(fig)
 
-    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def close(self, status: str) -> None:

@@ -7,4 +7,4 @@ from rlx.plugins.prm.config import PRMConfig
 @hookimpl
 def rlx_register_rewards(register):
     register("prm", "rlx.plugins.prm.reward:PRM", config=PRMConfig, granularity="process",
-             description="Process reward per step (rule backend: the environment's step checker)")
+             description="Process reward per step: the environment's step checker, or a learned PRM (backend model)")

@@ -7,8 +7,12 @@ from rlx.reward import RewardConfig
 
 class PRMConfig(RewardConfig):
     model_config = {"extra": "forbid"}
-    backend: Literal["rule"] = Field(
-        "rule", description="rule: the environment's step checker. (A learned 'model' backend comes later.)")
+    backend: Literal["rule", "model"] = Field(
+        "rule", description="rule: the environment's step checker; model: a learned PRM from `model` (a step's "
+                            "score is the model's probability that it is right).")
+    model: str | None = Field(None, description="Backend model: directory of a transformers token-classification "
+                                                "model with one label (what 'rlx run --objective prm-train' saves).")
+    batch_size: int = Field(64, ge=1, description="Backend model: completions scored per forward pass.")
     granularity: Literal["process", "outcome"] = Field(
         "process", description="process: one reward per step; outcome: the steps aggregated into one reward.")
     aggregation: Literal["min", "product", "last", "mean"] = Field(

@@ -51,10 +51,19 @@ class PRM(RewardSource):
     def __init__(self, config: Any, *, env: Any = None, name: str = "prm"):
         super().__init__(config, env=env, name=name)
         self.granularity = config.granularity
-        checker = getattr(type(env), "check_steps", None)
-        if config.backend == "rule" and (checker is None or checker is TextEnvironment.check_steps):
-            raise UsageError(f"reward 'prm' with backend 'rule' needs an environment with a step checker "
-                             f"('{type(env).__name__}' has none); use --env arithmetic")
+        self.scorer: Any = None
+        if config.backend == "model":
+            from rlx.scorers import Scorer
+
+            if not config.model:
+                raise UsageError(f"reward '{name}' with backend 'model' needs one: --set reward.{name}.model=<the "
+                                 "folder an 'rlx run --objective prm-train' run saved>")
+            self.scorer = Scorer(config.model, "token", f"reward.{name}.model", config.batch_size)
+        else:
+            checker = getattr(type(env), "check_steps", None)
+            if checker is None or checker is TextEnvironment.check_steps:
+                raise UsageError(f"reward 'prm' with backend 'rule' needs an environment with a step checker "
+                                 f"('{type(env).__name__}' has none); use --env arithmetic, or backend 'model'")
         self._summary: torch.Tensor | None = None
 
     def step_scores(self, task: dict, completion: str) -> tuple[list[int], list[float]]:
@@ -64,14 +73,25 @@ class PRM(RewardSource):
         ends = [v.end for v in verdicts]
         return ends, [self.config.correct if v.correct else self.config.incorrect for v in verdicts]
 
+    def all_step_scores(self, batch: Batch) -> list[tuple[list[int], list[float]]]:
+        """Per sample, where each step ends (characters) and its score: the rule checker's
+        verdicts, or the learned model's probability that the step is right, in one batch."""
+        texts = batch.meta["completion"]
+        if self.scorer is None:
+            return [self.step_scores(t, c) for t, c in zip(batch.meta["task"], texts)]
+        from rlx.scorers import step_ends
+
+        # no step at all scores as one failed step over the whole text, as with the rule
+        ends = [step_ends(c) or [len(c)] for c in texts]
+        probs = self.scorer.steps(batch.meta["prompt"], texts, ends)
+        return [(e, p if step_ends(c) else [self.config.incorrect]) for e, p, c in zip(ends, probs, texts)]
+
     def score(self, batch: Batch) -> torch.Tensor:
         cfg = self.config
         B, T = batch["mask"].shape
         dense = torch.full((B, T), math.nan)
         summary = []
-        for i, (task, text, ends_tok) in enumerate(zip(batch.meta["task"], batch.meta["completion"],
-                                                      batch.meta["token_ends"])):
-            ends, scores = self.step_scores(task, text)
+        for i, ((ends, scores), ends_tok) in enumerate(zip(self.all_step_scores(batch), batch.meta["token_ends"])):
             summary.append(aggregate(scores, cfg.aggregation))
             if cfg.granularity == "process":
                 for end, s in zip(ends, refine(scores, cfg.refinement, cfg.clip_threshold)):

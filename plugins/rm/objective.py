@@ -1,0 +1,80 @@
+"""Bradley-Terry reward model training on (prompt, chosen, rejected) pairs.
+
+``setup`` turns the policy into the reward model: its causal LM becomes a one-label
+sequence-classification model with the same backbone weights (``rlx.scorers``), so the
+loop's optimizer, checkpoints and ``policy.save`` all act on the reward model, and the
+run's saved folder is what the ``orm`` reward loads. The loss is
+``-log sigmoid(s(x, y_chosen) - s(x, y_rejected) - margin)`` plus a small penalty on the
+squared scores to pin their offset, which Bradley-Terry leaves free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rlx import scorers
+from rlx.batch import Batch
+from rlx.errors import UsageError
+from rlx.objective import Objective
+from rlx.policy import Policy, unwrap
+
+
+class RewardModelTraining(Objective):
+    data = "own"
+    produces = "reward_model"
+
+    def setup(self, policy: Policy) -> None:
+        if not hasattr(policy, "tokenizer"):
+            raise UsageError("objective 'rm' needs a transformers policy (--policy tiny or hf) to start the "
+                             "reward model from")
+        policy.model = scorers.classifier_from_lm(policy.model, policy.tokenizer, "sequence")
+
+    def _encode(self, policy: Policy, pairs: list[dict[str, Any]]) -> scorers.Encoded:
+        prompts = [p["prompt"] for p in pairs]
+        model = unwrap(policy.model)
+        enc = scorers.encode(policy.tokenizer, prompts + prompts, [p["chosen"] for p in pairs] +
+                             [p["rejected"] for p in pairs], scorers.max_positions(model))
+        return enc.to(next(model.parameters()).device)
+
+    def make_batch(self, env: Any, policy: Policy, tasks: list[dict[str, Any]], *, seeds: list[int]) -> Batch:
+        enc = self._encode(policy, tasks)
+        n = len(tasks)
+        return Batch({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+                      "mask": enc.attention_mask.float()}, {"of_task": list(range(n)) * 2})
+
+    def loss(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        s = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        n = len(s) // 2
+        chosen, rejected = s[:n], s[n:]
+        diff = chosen - rejected
+        bt = -F.logsigmoid(diff - self.config.margin).mean()
+        loss = bt + self.config.center_weight * (s ** 2).mean()
+        d = diff.detach()
+        return loss, {"loss/bradley_terry": bt.detach(), "rm/accuracy": (d > 0).float().mean(),
+                      "rm/margin": d.mean(), "rm/chosen": chosen.detach().mean(),
+                      "rm/rejected": rejected.detach().mean()}
+
+    @torch.no_grad()
+    def evaluate(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 64) -> dict[str, float]:
+        """Held-out pairs: how often the chosen completion scores higher, the mean margin,
+        and the scores' mean and spread, saved with the model for ensembles."""
+        pairs = env.eval_pairs() if hasattr(env, "eval_pairs") else []
+        if not pairs:
+            return {}
+        model = unwrap(policy.model)
+        was_training = model.training
+        model.eval()
+        chosen, rejected = [], []
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start:start + chunk]
+            s = scorers.sequence_scores(model, self._encode(policy, part)).cpu()
+            chosen.append(s[: len(part)])
+            rejected.append(s[len(part):])
+        model.train(was_training)
+        c, r = torch.cat(chosen), torch.cat(rejected)
+        setattr(model.config, scorers.CALIBRATION, scorers.calibration(torch.cat([c, r])))
+        return {"eval/preference_accuracy": float((c > r).float().mean()), "eval/reward_margin": float((c - r).mean()),
+                "eval/score_chosen": float(c.mean()), "eval/score_rejected": float(r.mean())}
