@@ -10,7 +10,10 @@ from typing import Optional
 import typer
 
 app = typer.Typer(help="Runs recorded in the catalog.", no_args_is_help=True)
-KEY_METRICS = ("eval/accuracy", "reward/mean", "kl/ref", "loss/policy", "loss/sft")
+KEY_METRICS = ("eval/accuracy", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref",
+               "loss/policy", "loss/sft")
+# the accuracy column: a policy's, else a reward model's on held-out pairs or steps
+ACCURACY = ("eval/accuracy", "eval/preference_accuracy", "eval/step_agreement")
 
 
 def _catalog():
@@ -53,7 +56,7 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
         table.add_column(col, no_wrap=col in ("status", "seed", "accuracy"))
     table.add_column("created", no_wrap=True)
     for r in rows:
-        acc = r["metrics"].get("eval/accuracy")
+        acc = next((r["metrics"][k] for k in ACCURACY if k in r["metrics"]), None)
         table.add_row(r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"], str(r["seed"]),
                       f"{acc:.3f}" if acc is not None else "-", r["created_at"][5:16].replace("T", " "))
     console().print(table)
