@@ -463,6 +463,8 @@ def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process and save_to is not None:
             policy.save(save_to)
+            if objective is not None:
+                objective.save_alongside(save_to)
             policy_dir = str(save_to)
             if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
                 tracker.log_artifacts(save_to, "policy")

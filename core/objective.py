@@ -63,6 +63,10 @@ class Objective(ABC):
         may be several per task; ``meta["of_task"]`` then gives each row's task index."""
         raise NotImplementedError(f"{type(self).__name__} has data='own' but no make_batch")
 
+    def save_alongside(self, folder: "Path") -> None:
+        """Called on the main process right after the policy is saved into ``folder``: the
+        place to add what the saved model needs besides (an implicit reward model's reference)."""
+
     def artifacts(self, folder: "Path") -> None:
         """Write files (plots, tables) into ``folder`` at the end of a finished run; the
         loop logs whatever is there as MLflow artifacts."""

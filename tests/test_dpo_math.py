@@ -68,6 +68,28 @@ def test_flawed_solution_has_one_slip_carried_through():
         assert bad.count("\n") == task["solution"].count("\n")  # same shape as the gold solution
 
 
+def test_each_kind_of_flaw_changes_the_answer():
+    import random
+
+    from rlx.plugins.arithmetic import problems
+    from rlx.plugins.arithmetic.config import ArithmeticConfig
+    from rlx.plugins.preferences.env import PreferencesEnv
+
+    rng, cfg = random.Random(1), ArithmeticConfig(max_ops=4, ops="+-*")
+    for _ in range(100):
+        task = problems.make_task(*problems.generate(rng, cfg))
+        for kind in problems.FLAWS:
+            bad = problems.flawed_solution(task, rng, (kind,))
+            assert problems.final_answer(bad) != task["answer"], (kind, task["solution"], bad)
+            assert not all(v.correct for v in problems.check_steps(task["expr"], task["answer"], bad))
+    # the environment draws every kind by default, and only the chosen ones when told
+    env = PreferencesEnv({"eval_size": 8}, seed=0)
+    assert env.config.flaws == list(problems.FLAWS)
+    only = PreferencesEnv({"eval_size": 8, "flaws": "early"}, seed=0)
+    shorter = [p["rejected"].count("\n") < p["chosen"].count("\n") for p in only.sample(40)]
+    assert sum(shorter) >= 30  # early answers (the rest: an early answer that was right anyway, redrawn as a slip)
+
+
 def test_preference_pairs_from_files_and_errors(tmp_path):
     import json
 

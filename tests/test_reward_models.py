@@ -55,6 +55,69 @@ def test_classifier_starts_from_the_policy_backbone(tiny, head):
     assert model.config.num_labels == 1 and model.config.pad_token_id == tiny.tokenizer.pad_token_id
 
 
+def test_implicit_scores_match_the_policys_log_probs(tiny, tmp_path):
+    """An implicit reward model's outcome score is beta x the summed log-ratio of its
+    completion (EOS included) to the reference, as the policy's own log_probs give it."""
+    import copy
+
+    from rlx.scorers import IMPLICIT, Scorer, step_ends
+
+    trained = copy.deepcopy(tiny)
+    with torch.no_grad():
+        for p in trained.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    setattr(trained.model.config, IMPLICIT, 0.5)
+    trained.save(tmp_path / "rm")
+    tiny.save(tmp_path / "rm" / "reference")
+    scorer = Scorer(tmp_path / "rm", "sequence", "reward.orm.model", device="cpu")
+    prompts, completions = ["Q:1+2\n", "Q:3*4+1\n"], ["1+2=3\nA:3", "3*4=12\n12+1=13\nA:13"]
+    got = scorer.outcome(prompts, completions)
+    batch = tiny.encode(prompts, completions)  # left-padded, another code path
+    with torch.no_grad():
+        lp, _ = trained.log_probs(batch)
+        ref, _ = tiny.log_probs(batch)
+    want = 0.5 * ((lp - ref) * batch["mask"]).sum(-1)
+    assert torch.allclose(got, want, atol=1e-4)
+    # per step: sigmoid of the running sum at each separator; the last one is the outcome
+    steps = scorer.steps(prompts, completions, [step_ends(c) for c in completions])
+    assert [len(x) for x in steps] == [2, 3]
+    assert all(0 < v < 1 for x in steps for v in x)
+    assert steps[1][-1] == pytest.approx(float(torch.sigmoid(want[1])), abs=1e-4)
+    # without its reference the folder is refused with a one-line error
+    import shutil
+
+    from rlx.errors import UsageError
+
+    shutil.rmtree(tmp_path / "rm" / "reference")
+    with pytest.raises(UsageError, match="reference/"):
+        Scorer(tmp_path / "rm", "sequence", "reward.orm.model")
+
+
+def test_prm_classifier_head_trains_on_checker_labels(tiny):
+    """prm-train's classifier head: labels at separators from the checker, a finite BCE."""
+    import copy
+
+    from rlx.plugins.arithmetic.env import ArithmeticEnv
+    from rlx.plugins.prm_train.config import PRMTrainConfig
+    from rlx.plugins.prm_train.objective import PRMTraining
+
+    policy = copy.deepcopy(tiny)
+    env = ArithmeticEnv({"eval_size": 8}, seed=0)
+    obj = PRMTraining(PRMTrainConfig(head="classifier", samples_per_task=1), env=env, max_new_tokens=32)
+    obj.setup(policy)
+    assert type(policy.model).__name__ == "LlamaForTokenClassification"
+    tasks = env.sample(3)
+    batch = obj.make_batch(env, policy, tasks, seeds=[1, 2, 3])
+    assert len(batch) == 9  # per task: one sample, gold, flawed
+    where = batch["step_mask"]
+    gold_rows = [r for r, text in enumerate(batch.meta["completion"]) if text == tasks[batch.meta["of_task"][r]]["solution"]]
+    assert all(bool(batch["step_labels"][r][where[r]].all()) for r in gold_rows)  # every gold step is right
+    assert float(batch["step_labels"][where].mean()) < 1  # the flawed ones are not
+    loss, m = obj.loss(policy, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= float(m["prm/step_agreement"]) <= 1
+
+
 def test_rm_loss_by_hand():
     from rlx.batch import Batch
     from rlx.plugins.rm.config import RMConfig
@@ -68,7 +131,7 @@ def test_rm_loss_by_hand():
 
     policy = type("P", (), {"model": Fixed()})()
     batch = Batch({"input_ids": torch.zeros(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3)})
-    loss, m = RewardModelTraining(RMConfig(center_weight=0.1, margin=0.5)).loss(policy, batch)
+    loss, m = RewardModelTraining(RMConfig(head="classifier", center_weight=0.1, margin=0.5)).loss(policy, batch)
     d = torch.tensor([1.5, -1.0])
     bt = float(-torch.nn.functional.logsigmoid(d - 0.5).mean())
     assert float(loss) == pytest.approx(bt + 0.1 * float((scores ** 2).mean()), rel=1e-6)
@@ -100,21 +163,25 @@ def test_learned_reward_errors_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_reward_models_end_to_end(tmp_path):
-    """rm (two seeds) and prm-train save loadable models; grpo runs on orm, on the
-    learned PRM and on an ensemble of both reward models plus the verifier."""
+    """rm (a classifier and an implicit model) and prm-train save loadable models; grpo
+    runs on orm, on the learned PRM and on an ensemble of both reward models plus the
+    verifier."""
     from _cli import latest_run, metric_history, rlx
 
     fast = ["--set", "run.threads=1", "--no-progress", "--set", "env.eval_size=16"]
     rms = []
-    for seed in (0, 1):
+    for seed, head in ((0, "classifier"), (1, "implicit")):
         proc = rlx("run", "--objective", "rm", "--env", "preferences", "--steps", "3", "--seed", str(seed),
-                   "--set", "run.batch_size=8", "--set", "run.eval_every=0", *fast, home=tmp_path)
+                   "--set", f"objective.head={head}", "--set", "run.batch_size=8", "--set", "run.eval_every=0",
+                   *fast, home=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "reward model saved to" in proc.stdout
         run, client = latest_run(tmp_path)
         folder = Path(run["policy_dir"])
         config = json.loads((folder / "config.json").read_text())
-        assert config["architectures"] == ["LlamaForSequenceClassification"]
+        kind = "LlamaForSequenceClassification" if head == "classifier" else "LlamaForCausalLM"
+        assert config["architectures"] == [kind]
+        assert (folder / "reference" / "config.json").is_file() == (head == "implicit")
         assert len(config["rlx_score_calibration"]) == 2
         assert len(metric_history(client, run["mlflow_run_id"], "rm/accuracy")) == 3
         assert metric_history(client, run["mlflow_run_id"], "eval/preference_accuracy")
@@ -140,7 +207,8 @@ def test_reward_models_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run, client = latest_run(tmp_path)
     prm = run["policy_dir"]
-    assert json.loads((Path(prm) / "config.json").read_text())["architectures"] == ["LlamaForTokenClassification"]
+    assert json.loads((Path(prm) / "config.json").read_text())["rlx_implicit_beta"] == 0.1
+    assert (Path(prm) / "reference" / "config.json").is_file()
     agreement = metric_history(client, run["mlflow_run_id"], "eval/step_agreement")
     assert len(agreement) == 2 and 0 <= agreement[-1].value <= 1  # before and after training
 

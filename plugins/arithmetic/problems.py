@@ -45,13 +45,55 @@ def solve(nums: Sequence[int], ops: Sequence[str], error_at: int = -1, error: in
     return steps
 
 
-def flawed_solution(task: dict[str, Any], rng: random.Random) -> str:
-    """A solution in the gold format with one arithmetic slip (a random step off by 1-3,
-    carried through to a wrong final answer)."""
+FLAWS = ("slip", "skip", "operand", "early")
+
+
+def _lines(steps: list[Step], answer: int) -> str:
+    return "\n".join([f"{a}{op}{b}={c}" for a, op, b, c in steps] + [f"A:{answer}"])
+
+
+def _after(nums: Sequence[int], ops: Sequence[str], steps: list[Step]) -> tuple[list[int], list[str]]:
+    """The expression left once the gold ``steps`` are done."""
+    nums, ops = list(nums), list(ops)
+    for *_, c in steps:
+        i = next_reduction(ops)
+        nums[i : i + 2] = [c]
+        del ops[i]
+    return nums, ops
+
+
+def _flaw(nums: list[int], ops: list[str], kind: str, rng: random.Random) -> str:
+    k = rng.randrange(len(ops))
+    gold = solve(nums, ops)
+    if kind == "early":  # answers the running value after k steps
+        return _lines(gold[:k], gold[k - 1][3] if k else nums[0])
+    if kind in ("skip", "operand"):
+        left, left_ops = _after(nums, ops, gold[:k])
+        i = next_reduction(left_ops)
+        if kind == "skip":  # the next reduction's right operand forgotten
+            del left[i + 1], left_ops[i]
+        else:  # that operand miscopied, and the step computed right with the wrong number
+            left[i + 1] = max(left[i + 1] + rng.choice((-3, -2, -1, 1, 2, 3)), 0)
+        rest = solve(left, left_ops)
+        return _lines(gold[:k] + rest, rest[-1][3] if rest else left[0])
+    steps = solve(nums, ops, k, rng.choice((-3, -2, -1, 1, 2, 3)))
+    return _lines(steps, steps[-1][3])
+
+
+def flawed_solution(task: dict[str, Any], rng: random.Random, kinds: Sequence[str] = ("slip",)) -> str:
+    """A solution in the gold format with one mistake whose final answer is wrong, of a
+    kind drawn from ``kinds``: ``slip`` (a step's result off by 1-3, carried through),
+    ``skip`` (one term forgotten), ``operand`` (a number miscopied, computed with) or
+    ``early`` (an answer before the last step). Falls back to ``slip`` when the drawn
+    mistake happens not to change the answer (a forgotten ``+0``), drawn again until it does."""
     nums, ops = parse_expr(task["expr"])
-    k, error = rng.randrange(len(ops)), rng.choice((-3, -2, -1, 1, 2, 3))
-    steps = solve(nums, ops, k, error)
-    return "\n".join([f"{a}{op}{b}={c}" for a, op, b, c in steps] + [f"A:{steps[-1][3]}"])
+    kind = rng.choice(list(kinds))
+    for _ in range(20):  # a later *0 or a forgotten +0 can undo a mistake: draw again
+        text = _flaw(nums, ops, kind, rng)
+        if final_answer(text) != task["answer"]:
+            break
+        kind = "slip"
+    return text
 
 
 def format_expr(nums: Sequence[int], ops: Sequence[str]) -> str:

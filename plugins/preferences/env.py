@@ -4,8 +4,8 @@ Files go through the ``datasets`` library (JSONL, JSON, CSV, parquet; local path
 what loads in a Hugging Face pipeline loads here; a record missing a field or holding a
 non-string is reported with its file and line (row for parquet). The last ``eval_size``
 rows are held out. Without a file, pairs are made from the ``arithmetic`` environment:
-the gold solution against the same solution with one arithmetic slip carried through
-(``problems.flawed_solution``), held-out pairs on its held-out problems; the generation
+the gold solution against one with a mistake (``problems.flawed_solution``: a slip
+carried through, a forgotten term, a miscopied number or an early answer), held-out pairs on its held-out problems; the generation
 evaluation (``eval/accuracy``) of arithmetic is then available too.
 """
 
@@ -36,7 +36,7 @@ class PreferencesEnv(Environment):
             self.arithmetic: Any = ArithmeticEnv({"eval_size": c.eval_size}, seed=seed)
             self._passes: ShuffledPasses | None = None
             held_rng = random.Random(f"preferences-eval:{seed}")
-            self._eval = [self._pair(t, held_rng, i) for i, t in enumerate(self.arithmetic.eval_tasks())]
+            self._eval = [self._pair(t, held_rng, i, c.flaws) for i, t in enumerate(self.arithmetic.eval_tasks())]
         else:
             self.arithmetic = None
             pairs = load_records(c.path, {"prompt": c.prompt_field, "chosen": c.chosen_field,
@@ -47,16 +47,16 @@ class PreferencesEnv(Environment):
             self._passes, self._eval = ShuffledPasses(pairs[:-c.eval_size], f"preferences:{seed}"), pairs[-c.eval_size:]
 
     @staticmethod
-    def _pair(task: Task, rng: random.Random, index: int) -> Task:
+    def _pair(task: Task, rng: random.Random, index: int, flaws: list[str]) -> Task:
         from rlx.plugins.arithmetic.problems import flawed_solution
 
-        return {"prompt": task["prompt"], "chosen": task["solution"], "rejected": flawed_solution(task, rng),
+        return {"prompt": task["prompt"], "chosen": task["solution"], "rejected": flawed_solution(task, rng, flaws),
                 "id": index, "answer": task["answer"]}
 
     def sample(self, n: int) -> list[Task]:
         """``n`` training pairs: fresh synthetic ones, or the file's in shuffled passes."""
         if self._passes is None:
-            return [self._pair(t, self._rng, -1) for t in self.arithmetic.sample(n)]
+            return [self._pair(t, self._rng, -1, self.config.flaws) for t in self.arithmetic.sample(n)]
         return self._passes.take(n)
 
     def eval_pairs(self) -> list[Task]:

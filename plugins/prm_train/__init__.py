@@ -9,6 +9,6 @@ def rlx_register_objectives(register):
     register("prm-train", "rlx.plugins.prm_train.objective:PRMTraining", config=PRMTrainConfig, accepts=("text",),
              data="own",
              defaults={"optim": {"lr": 3e-4, "schedule": "constant", "max_grad_norm": 1.0},
-                       "run": {"steps": 150, "batch_size": 16, "eval_every": 50}},
+                       "run": {"steps": 300, "batch_size": 16, "eval_every": 50}},
              description="Process reward model (token classification at step separators) trained on labels from "
                          "the environment's step checker; the saved folder is what --reward prm backend=model loads")

@@ -1,8 +1,11 @@
 """Process reward model training on step labels from the environment's step checker.
 
-``setup`` keeps a frozen copy of the policy as the *sampler* and turns the policy itself
-into the PRM: a one-label token-classification model with the same backbone
-(``rlx.scorers``), which the loop then trains, checkpoints and saves. Each batch holds,
+``setup`` keeps a frozen copy of the policy as the *sampler* and makes the policy itself
+the PRM, which the loop then trains, checkpoints and saves (``rlx.scorers``): with
+``head=implicit`` the LM stays an LM and a step's logit is ``beta`` times its summed
+log-ratio to the sampler up to the step's separator (the sampler is saved beside it as
+``reference/``); with ``head=classifier`` it becomes a one-label token-classification
+model with the same backbone, whose logit at the separator is the step's. Each batch holds,
 per task, completions sampled from the starting policy plus (optionally) the gold
 solution and a gold solution with one slip; every step of every completion is labelled
 by ``env.check_steps`` and the PRM learns ``P(step correct)`` at the step's separator
@@ -13,6 +16,7 @@ Math-Shepherd's automatic process supervision, with an exact checker instead of 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,7 +54,10 @@ class PRMTraining(Objective):
         if not hasattr(policy, "tokenizer"):
             raise UsageError("objective 'prm-train' needs a transformers policy (--policy tiny or hf)")
         self.sampler = policy.reference()  # the policy the PRM will judge, frozen as it starts
-        policy.model = scorers.classifier_from_lm(policy.model, policy.tokenizer, "token")
+        if self.config.head == "implicit":  # the sampler doubles as the reference of the log-ratio
+            setattr(unwrap(policy.model).config, scorers.IMPLICIT, self.config.beta)
+        else:
+            policy.model = scorers.classifier_from_lm(policy.model, policy.tokenizer, "token")
 
     # -- data -------------------------------------------------------------------------
     def _completions(self, env: Any, tasks: list[dict[str, Any]], seeds: list[int], k: int,
@@ -68,9 +75,9 @@ class PRMTraining(Objective):
             if self.config.gold and "solution" in t:
                 rows.append((i, env.demonstration(t), False))
             if self.config.flawed and "expr" in t:
-                from rlx.plugins.arithmetic.problems import flawed_solution
+                from rlx.plugins.arithmetic.problems import FLAWS, flawed_solution
 
-                rows.append((i, flawed_solution(t, rng), False))
+                rows.append((i, flawed_solution(t, rng, FLAWS), False))
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def _encode(self, policy: Policy, env: Any, tasks: list[dict[str, Any]], of_task: list[int],
@@ -95,12 +102,22 @@ class PRMTraining(Objective):
         of_task, texts, _ = self._completions(env, tasks, seeds, self.config.samples_per_task, rng)
         enc, labels, where = self._encode(policy, env, tasks, of_task, texts)
         return Batch({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
-                      "mask": enc.attention_mask.float(), "step_labels": labels, "step_mask": where},
+                      "mask": enc.attention_mask.float(), "step_labels": labels, "step_mask": where,
+                      "completion_mask": scorers.completion_mask(enc)},
                      {"of_task": of_task, "prompt": [tasks[i]["prompt"] for i in of_task], "completion": texts})
 
     # -- loss -------------------------------------------------------------------------
+    def logits(self, model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor,
+               completion_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L]``: the PRM's logit that the step ending at each position is right."""
+        if self.config.head == "classifier":
+            return model(input_ids=ids, attention_mask=attn).logits[..., 0].float()
+        with torch.no_grad():
+            ref_lp = scorers.token_logps(self.sampler.model.to(ids.device), ids, attn)
+        return scorers.implicit_q(scorers.token_logps(model, ids, attn), ref_lp, completion_mask, self.config.beta)
+
     def loss(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-        logits = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., 0]
+        logits = self.logits(policy.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         where = batch["step_mask"]
         z, y = logits.float()[where], batch["step_labels"][where]
         loss = F.binary_cross_entropy_with_logits(z, y)
@@ -130,7 +147,7 @@ class PRMTraining(Objective):
         for start in range(0, len(texts), chunk):
             sl = slice(start, start + chunk)
             enc, labels, where = self._encode(policy, env, tasks, of_task[sl], texts[sl])
-            pred = scorers.token_scores(model, enc) > 0
+            pred = self.logits(model, enc.input_ids, enc.attention_mask, scorers.completion_mask(enc)) > 0
             for r, is_sampled in enumerate(sampled[sl]):
                 w = where[r]
                 hits[is_sampled][0] += int((pred[r][w] == labels[r][w].bool()).sum())
@@ -142,5 +159,6 @@ class PRMTraining(Objective):
             out["eval/step_agreement_sampled"] = hits[True][0] / hits[True][1]
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    def save_alongside(self, folder: Path) -> None:
+        if self.config.head == "implicit":  # the log-ratio's denominator travels with the PRM
+            self.sampler.save(folder / "reference")

@@ -1,15 +1,21 @@
 """Bradley-Terry reward model training on (prompt, chosen, rejected) pairs.
 
-``setup`` turns the policy into the reward model: its causal LM becomes a one-label
-sequence-classification model with the same backbone weights (``rlx.scorers``), so the
-loop's optimizer, checkpoints and ``policy.save`` all act on the reward model, and the
-run's saved folder is what the ``orm`` reward loads. The loss is
-``-log sigmoid(s(x, y_chosen) - s(x, y_rejected) - margin)`` plus a small penalty on the
+``setup`` turns the policy into the reward model, so the loop's optimizer, checkpoints
+and ``policy.save`` all act on it and the run's saved folder is what the ``orm`` reward
+loads. Two kinds (``rlx.scorers``):
+
+- ``classifier``: the causal LM becomes a one-label sequence-classification model with
+  the same backbone weights; the score is its logit.
+- ``implicit``: the LM stays an LM and the score is ``beta`` times its summed log-ratio to
+  a frozen copy of itself as it started, saved beside it as ``reference/``.
+
+The loss is ``-log sigmoid(s_chosen - s_rejected - margin)`` plus a small penalty on the
 squared scores to pin their offset, which Bradley-Terry leaves free.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,11 +32,19 @@ class RewardModelTraining(Objective):
     data = "own"
     produces = "reward_model"
 
+    def __init__(self, config: Any, **kwargs: Any):
+        super().__init__(config)
+        self.reference: Any = None
+
     def setup(self, policy: Policy) -> None:
         if not hasattr(policy, "tokenizer"):
             raise UsageError("objective 'rm' needs a transformers policy (--policy tiny or hf) to start the "
                              "reward model from")
-        policy.model = scorers.classifier_from_lm(policy.model, policy.tokenizer, "sequence")
+        if self.config.head == "implicit":
+            self.reference = policy.reference()
+            setattr(unwrap(policy.model).config, scorers.IMPLICIT, self.config.beta)
+        else:
+            policy.model = scorers.classifier_from_lm(policy.model, policy.tokenizer, "sequence")
 
     def _encode(self, policy: Policy, pairs: list[dict[str, Any]]) -> scorers.Encoded:
         prompts = [p["prompt"] for p in pairs]
@@ -43,10 +57,23 @@ class RewardModelTraining(Objective):
         enc = self._encode(policy, tasks)
         n = len(tasks)
         return Batch({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
-                      "mask": enc.attention_mask.float()}, {"of_task": list(range(n)) * 2})
+                      "mask": enc.attention_mask.float(), "completion_mask": scorers.completion_mask(enc)},
+                     {"of_task": list(range(n)) * 2})
+
+    def scores(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """``[2n]`` scores of the batch's rows, with gradients through ``model``."""
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        if self.reference is None:
+            return model(input_ids=ids, attention_mask=attn).logits[:, 0].float()
+        ref = self.reference.model.to(ids.device)
+        with torch.no_grad():
+            ref_lp = scorers.token_logps(ref, ids, attn)
+        q = scorers.implicit_q(scorers.token_logps(model, ids, attn), ref_lp, batch["completion_mask"],
+                               self.config.beta)
+        return q[:, -1]
 
     def loss(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-        s = policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
+        s = self.scores(policy.model, batch)
         n = len(s) // 2
         chosen, rejected = s[:n], s[n:]
         diff = chosen - rejected
@@ -70,7 +97,7 @@ class RewardModelTraining(Objective):
         chosen, rejected = [], []
         for start in range(0, len(pairs), chunk):
             part = pairs[start:start + chunk]
-            s = scorers.sequence_scores(model, self._encode(policy, part)).cpu()
+            s = self.scores(model, self.make_batch(env, policy, part, seeds=[])).cpu()
             chosen.append(s[: len(part)])
             rejected.append(s[len(part):])
         model.train(was_training)
@@ -78,3 +105,7 @@ class RewardModelTraining(Objective):
         setattr(model.config, scorers.CALIBRATION, scorers.calibration(torch.cat([c, r])))
         return {"eval/preference_accuracy": float((c > r).float().mean()), "eval/reward_margin": float((c - r).mean()),
                 "eval/score_chosen": float(c.mean()), "eval/score_rejected": float(r.mean())}
+
+    def save_alongside(self, folder: Path) -> None:
+        if self.reference is not None:  # an implicit reward is a log-ratio: it needs its denominator
+            self.reference.save(folder / "reference")
