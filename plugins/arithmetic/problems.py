@@ -87,7 +87,8 @@ def flawed_solution(task: dict[str, Any], rng: random.Random, kinds: Sequence[st
     ``early`` (an answer before the last step). Falls back to ``slip`` when the drawn
     mistake happens not to change the answer (a forgotten ``+0``), drawn again until it does."""
     nums, ops = parse_expr(task["expr"])
-    kind = rng.choice(list(kinds))
+    # one kind draws nothing, so slips alone replay the draws of the slips-only generator
+    kind = kinds[0] if len(kinds) == 1 else rng.choice(list(kinds))
     for _ in range(20):  # a later *0 or a forgotten +0 can undo a mistake: draw again
         text = _flaw(nums, ops, kind, rng)
         if final_answer(text) != task["answer"]:
