@@ -207,7 +207,9 @@ def test_reward_models_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run, client = latest_run(tmp_path)
     prm = run["policy_dir"]
-    assert json.loads((Path(prm) / "config.json").read_text())["rlx_implicit_beta"] == 0.1
+    from rlx.plugins.prm_train.config import PRMTrainConfig
+
+    assert json.loads((Path(prm) / "config.json").read_text())["rlx_implicit_beta"] == PRMTrainConfig().beta
     assert (Path(prm) / "reference" / "config.json").is_file()
     agreement = metric_history(client, run["mlflow_run_id"], "eval/step_agreement")
     assert len(agreement) == 2 and 0 <= agreement[-1].value <= 1  # before and after training
