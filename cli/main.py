@@ -10,10 +10,17 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
+from rlx.cli import gcpause
 
-from rlx.cli import plugins_cmd, run_cmd, runs_cmd
-from rlx.errors import RlxError
+_paused_here = gcpause.pause()  # see rlx.cli.gcpause
+try:
+    import typer
+
+    from rlx.cli import plugins_cmd, run_cmd, runs_cmd
+    from rlx.errors import RlxError
+finally:
+    if _paused_here:
+        gcpause.resume()
 
 app = typer.Typer(name="rlx", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="rlx: compose RL experiments from plugins; every run tracked in MLflow.")
@@ -23,13 +30,22 @@ app.add_typer(runs_cmd.app, name="runs")
 app.command("ui")(runs_cmd.ui)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the rlx version and exit.")) -> None:
+# commands that return within a fraction of a second; anything else collects garbage again
+_SHORT = ("plugins", "runs")
+
+
+@app.callback(invoke_without_command=True)  # so that `rlx --version` reaches it
+def _root(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", help="Print the rlx version and exit.")) -> None:
     if version:
         from rlx import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        ctx.fail("Missing command.")
+    if ctx.invoked_subcommand not in _SHORT:  # rlx run, rlx ui, plugin commands (runs resume: its own call)
+        gcpause.resume()
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -47,7 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     from rlx.cli.launch import exit_child, is_child
 
     if not is_child():
-        _main(argv)
+        paused = gcpause.pause()
+        try:
+            _main(argv)
+        finally:
+            if paused:
+                gcpause.resume()
         return
     try:
         _main(argv)
@@ -65,10 +86,15 @@ def _main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("RLX_DEBUG") == "1"
     if debug:
         os.environ["RLX_DEBUG"] = "1"
-    from rlx.registry import get_registry
-
     try:
-        get_registry().add_commands(app)
+        # only plugins that add commands are imported here; which ones do comes from the
+        # plugin cache (rlx.registry.cache) while it is valid
+        from rlx.registry.cache import summary
+
+        if summary().commands:
+            from rlx.registry import get_registry
+
+            get_registry().add_commands(app)
     except Exception as exc:  # a broken registry must not take the CLI down
         typer.echo(f"warning: plugin commands unavailable: {exc}", err=True)
     try:

@@ -13,9 +13,9 @@ app = typer.Typer(help="Installed plugins and their components.", no_args_is_hel
 @app.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Name, kind, family, version and status of every component."""
-    from rlx.registry import get_registry
+    from rlx.registry.cache import summary
 
-    rows = get_registry().rows()
+    rows = summary().rows()  # cached: no plugin is imported while nothing changed
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -21,6 +21,8 @@ def run(
     set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override: dotted.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: RLX_HOME/mlflow.db)."),
+    no_tracking: bool = typer.Option(False, "--no-tracking",
+                                     help="Log nothing to MLflow (the run is still checkpointed, saved and cataloged)."),
     num_processes: int = typer.Option(1, "--num-processes", min=1,
                                       help="Run under accelerate launch with N processes (CPU: gloo)."),
     accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config",
@@ -31,11 +33,18 @@ def run(
 ) -> None:
     """Train: `rlx run --objective grpo --reward prm` (defaults: env arithmetic, policy tiny)."""
     import json
+    import os
 
     from rlx import home
     from rlx.config import compose, resolve
     from rlx.registry import get_registry
 
+    if no_tracking:
+        if tracking_uri is not None:
+            from rlx.errors import UsageError
+
+            raise UsageError("--no-tracking and --tracking-uri exclude each other; drop one")
+        os.environ["RLX_TRACKING"] = "off"  # read by rlx.tracking; inherited by launched processes
     registry = get_registry()
     flags = {"objective": objective, "reward": reward, "env": env, "policy": policy, "seed": seed,
              "steps": steps, "experiment": experiment, "device": device}
@@ -49,19 +58,34 @@ def run(
     if (num_processes > 1 or accelerate_config is not None) and not launch.is_child():
         code = launch.launch(launch.ARGV[1:], num_processes, accelerate_config)
         raise typer.Exit(code)
+    if os.environ.get("RANK", "0") == "0":  # only rank 0 tracks
+        from rlx.tracking import prewarm
+
+        prewarm(home.tracking_uri(tracking_uri))  # MLflow's writer starts while torch is imported
     from rlx.loop import train
     from rlx.registry.catalog import Catalog
 
     catalog = Catalog(home.catalog_url())
     result = train(cfg, registry, catalog=catalog, tracking_uri=tracking_uri, progress=not no_progress,
                    command="rlx " + " ".join(shlex.quote(a) for a in launch.ARGV))
-    if not result.mlflow_run_id:  # not rank 0: rank 0 reports
+    from rlx.tracking import enabled as tracking_enabled
+
+    tracked = tracking_enabled()
+    if tracked and not result.mlflow_run_id:  # not rank 0: rank 0 reports
         return
+    if not tracked:
+        from rlx.distributed import rank_world
+
+        if rank_world()[0] != 0:
+            return
     m = result.metrics
     shown = ("eval/accuracy", "eval/return", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref")
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in shown if k in m)
     typer.echo(f"run {result.run_id} {result.status}: {summary}")
-    typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
+    if tracked:
+        typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
+    else:
+        typer.echo("  tracking off (--no-tracking / RLX_TRACKING=off): nothing logged to MLflow")
     if result.policy_dir:
         what = "reward model" if result.produces == "reward_model" else "policy"
         typer.echo(f"  {what} saved to {result.policy_dir}")

@@ -23,6 +23,24 @@ def _catalog():
     return Catalog(home.catalog_url())
 
 
+def _list_runs(**filters):
+    """Read with sqlite3 where the catalog is a SQLite file (no SQLAlchemy import), else
+    through the catalog."""
+    from rlx import home
+    from rlx.registry import catalog_read
+
+    rows = catalog_read.list_runs(home.catalog_url(), **filters)
+    return rows if rows is not None else _catalog().list_runs(**filters)
+
+
+def _get_run(run_id: str):
+    from rlx import home
+    from rlx.registry import catalog_read
+
+    rec = catalog_read.get_run(home.catalog_url(), run_id)
+    return rec if rec is not None else _catalog().get_run(run_id)
+
+
 def _row(r) -> dict:
     return {"id": r.id, "name": r.name, "status": r.status, "objective": r.objective, "rewards": r.rewards,
             "env": r.env, "policy": r.policy, "seed": r.seed, "experiment": r.experiment,
@@ -41,8 +59,7 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
           limit: int = typer.Option(50, help="At most this many runs, newest first."),
           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Recent runs, newest first."""
-    rows = [_row(r) for r in _catalog().list_runs(objective=objective, reward=reward, env=env, status=status,
-                                                  limit=limit)]
+    rows = [_row(r) for r in _list_runs(objective=objective, reward=reward, env=env, status=status, limit=limit)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -66,7 +83,7 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
 def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Config, status, MLflow run id, checkpoint path and key metrics of one run."""
-    rec = _catalog().get_run(run_id)
+    rec = _get_run(run_id)
     row = _row(rec)
     row["config"] = rec.config
     if as_json:
@@ -92,6 +109,9 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
            no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
            debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
     """Continue a crashed, killed or failed run from its newest checkpoint, in the same MLflow run."""
+    from rlx.cli import gcpause
+
+    gcpause.resume()  # a long-running command: collect garbage again
     from rlx import checkpoint, home
     from rlx.config import resolve
     from rlx.errors import UsageError
@@ -111,6 +131,10 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
                          f"run.checkpoint_every={every}); start it again with: {rec.command}")
     registry = get_registry()
     cfg = resolve(rec.config, registry)
+    if rec.mlflow_run_id:
+        from rlx.tracking import prewarm
+
+        prewarm(rec.tracking_uri)  # see `rlx run`
     result = train(cfg, registry, catalog=catalog, tracking_uri=rec.tracking_uri, progress=not no_progress,
                    resume=Resume(rec.id, rec.mlflow_run_id, ckpt))
     typer.echo(f"run {result.run_id} {result.status} (resumed from {ckpt.name})")

@@ -1,5 +1,11 @@
 """MLflow tracking: one run per ``rlx run``; metrics buffered and sent with ``log_batch``
-from a background thread so the training loop never waits on the store."""
+from a background thread so the training loop never waits on the store.
+
+``RLX_TRACKING=off`` (what ``rlx run --no-tracking`` sets) turns tracking off: the
+Tracker creates no MLflow run, starts no writer and logs nothing (its ``run_id`` is
+empty); the run still trains, checkpoints, saves its policy and is recorded in the
+catalog.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,18 @@ from rlx.errors import RlxError
 _FLUSH_EVERY_S = 1.0
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _TICK = object()  # a queue timeout: time to send what is pending
+# metrics wait for a starting writer process rather than being written from this one
+# (MLflow's Python in a thread of the training process costs the loop GIL time) for up
+# to this long and this many; a flush or the end of the run writes them at once
+_HOLD_S = 60.0
+_MAX_HELD = 200_000
+
+Item = list  # one log_metrics call: [(key, value, timestamp_ms, step), ...]
+
+
+def enabled() -> bool:
+    """False when ``RLX_TRACKING`` is off, 0, false or no."""
+    return os.environ.get("RLX_TRACKING", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
 def _client(uri: str) -> Any:
@@ -39,6 +57,10 @@ class Tracker:
 
         self.uri = uri
         self._logged: dict[str, int] = {}
+        self.enabled = enabled()
+        if not self.enabled:
+            self.run_id = ""
+            return
         try:
             with store_lock(uri):  # schema creation and "create the experiment if missing" race otherwise
                 self._create(experiment, run_name, tags, artifact_root)
@@ -66,7 +88,11 @@ class Tracker:
         """Continue an existing run: steps it already holds are not logged again, so a
         resumed run has every step exactly once."""
         self = cls.__new__(cls)
-        self.client, self.uri, self.run_id = _client(uri), uri, run_id
+        self.uri, self.run_id, self._logged, self.enabled = uri, run_id, {}, enabled() and bool(run_id)
+        if not self.enabled:  # tracking off now, or when the run started (no MLflow run to continue)
+            self.run_id = ""
+            return self
+        self.client = _client(uri)
         try:
             run = self.client.get_run(run_id)
         except Exception as exc:
@@ -78,11 +104,13 @@ class Tracker:
         return self
 
     def _start(self) -> None:
-        self._queue: queue.Queue[tuple[str, float, int, int] | threading.Event | None] = queue.Queue()
+        self._queue: queue.Queue[Item | threading.Event | None] = queue.Queue()
         self._error: Exception | str | None = None
-        # a writer process takes over once it is ready (it imports MLflow, ~2 s); until
-        # then, and if it cannot start or dies, this process writes from its own thread
+        # a writer process takes over once it is ready (it imports MLflow, ~2 s): metrics
+        # wait for it (see _HOLD_S); if it cannot start, is not ready in time or dies,
+        # this process writes from its own thread
         self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id)
+        self._hold_until = time.monotonic() + _HOLD_S
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
 
@@ -104,30 +132,36 @@ class Tracker:
                 item = _TICK
             waiter = item if isinstance(item, threading.Event) else None
             stop = item is None
-            if isinstance(item, tuple):
-                pending.append(item)
+            if isinstance(item, list):
+                pending.extend(item)
             urgent = stop or waiter is not None
             if pending and (urgent or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
-                self._send(pending)
-                pending = []
+                if self._send(pending, urgent):
+                    pending = []
                 last = time.monotonic()
             if waiter is not None:
                 self._sync()
                 waiter.set()
         self._stop_writer()
 
-    def _send(self, metrics: list[tuple[str, float, int, int]]) -> None:
+    def _send(self, metrics: list[tuple[str, float, int, int]], urgent: bool = False) -> bool:
+        """Hand ``metrics`` to the writer process or write them here; False: kept back
+        until the writer is ready."""
         writer = self._writer
-        if writer is not None and writer.ready():
-            if writer.send({"m": metrics}):
-                return
-            self._writer = None  # it died before taking these: write them here
+        if writer is not None:
+            if writer.ready():
+                if writer.send({"m": metrics}):
+                    return True
+                self._writer = None  # it died before taking these: write them here
+            elif not (urgent or writer.dead or len(metrics) >= _MAX_HELD or time.monotonic() > self._hold_until):
+                return False
         from mlflow.entities import Metric
 
         from rlx.tracking_writer import send_with_retry
 
         self._error = send_with_retry(self.client, self.run_id, [Metric(*m) for m in metrics], _MAX_BATCH) \
             or self._error
+        return True
 
     def _sync(self) -> None:
         """Wait until the writer process has stored everything sent to it."""
@@ -146,24 +180,36 @@ class Tracker:
     def flush(self) -> None:
         """Block until every metric queued so far is in the store (before a checkpoint:
         what a checkpoint covers must never be lost to a crash)."""
+        if not self.enabled:
+            return
         done = threading.Event()
         self._queue.put(done)
         done.wait(timeout=300)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
         ts = int(time.time() * 1000)
-        for k, v in metrics.items():
-            if step > self._logged.get(k, -1):
-                self._queue.put((k, float(v), ts, step))
+        logged = self._logged
+        # one queue item per call: the drain thread wakes once per step, not once per metric
+        items = [(k, float(v), ts, step) for k, v in metrics.items() if step > logged.get(k, -1)]
+        if items:
+            self._queue.put(items)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        if not self.enabled:
+            return
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        if not self.enabled:
+            return
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        if not self.enabled:
+            return
         if not rows:
             return
         columns = list(rows[0])
@@ -172,6 +218,8 @@ class Tracker:
 
     def log_curve(self, points: list[list[Any]], artifact_file: str) -> None:
         """The evaluation metric against the step, as a PNG in the run (one figure, not per step)."""
+        if not self.enabled:
+            return
         if len(points) < 2:
             return
         import matplotlib
@@ -192,15 +240,34 @@ class Tracker:
             plt.close(fig)
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
+        if not self.enabled:
+            return
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
     def close(self, status: str) -> None:
         """Flush every metric, then mark the run FINISHED, FAILED or KILLED."""
+        if not self.enabled:
+            return
         self._queue.put(None)
         self._thread.join(timeout=300)
         self.client.set_terminated(self.run_id, status=status)
         if self._error is not None:
             raise RlxError(f"some metrics could not be sent to MLflow: {self._error}")
+
+
+_spare: "_WriterProcess | None" = None  # started by prewarm(), taken by the next Tracker
+
+
+def prewarm(uri: str | None = None) -> None:
+    """Start the MLflow writer process now, for the next ``Tracker`` of this process to
+    take: it imports MLflow and opens the store ``uri`` (~2 s of CPU) while the caller is
+    still starting up (``rlx run`` calls this before importing torch and building the
+    model) instead of competing with the first seconds of training for the CPU. Does
+    nothing with tracking off or ``RLX_TRACKING_WRITER`` other than ``process``; an unused
+    writer exits with this process."""
+    global _spare
+    if _spare is None and enabled() and os.environ.get("RLX_TRACKING_WRITER", "process") == "process":
+        _spare = _WriterProcess._spawn([uri] if uri else [])
 
 
 class _WriterProcess:
@@ -217,8 +284,17 @@ class _WriterProcess:
     def start(cls, uri: str, run_id: str) -> "_WriterProcess | None":
         if os.environ.get("RLX_TRACKING_WRITER", "process") != "process":
             return None
+        global _spare
+        spare, _spare = _spare, None
+        if spare is not None and spare.proc.poll() is None and spare.send({"open": [uri, run_id]}):
+            spare.used = False
+            return spare
+        return cls._spawn([uri, run_id])
+
+    @classmethod
+    def _spawn(cls, args: list[str]) -> "_WriterProcess | None":
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "rlx.tracking_writer", uri, run_id],
+            proc = subprocess.Popen([sys.executable, "-m", "rlx.tracking_writer", *args],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                     text=True)
         except OSError:

@@ -8,12 +8,16 @@ run's step time, measured). This process takes JSON lines on stdin and answers o
     {"flush": n}                                      answer {"ack": n} once all before it are stored
     {"close": 1}                                      store the rest, answer {"closed": error or null}, exit
 
-and says {"ready": 1} once it can write. Run as ``python -m rlx.tracking_writer URI RUN_ID``.
+and says {"ready": 1} once it can write. Run as ``python -m rlx.tracking_writer URI RUN_ID``,
+or started early with the store's URI alone (``rlx.tracking.prewarm``): it then imports
+MLflow and opens the store (~2 s of CPU) while the training process is still starting up,
+not while it trains, and waits for ``{"open": [URI, RUN_ID]}`` (end of input: it exits).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -40,8 +44,30 @@ def main(argv: list[str]) -> int:
 
     from rlx.tracking import _MAX_BATCH, _client
 
-    uri, run_id = argv
-    client = _client(uri)
+    if len(argv) == 2:
+        uri, run_id = argv
+        client = _client(uri)
+    else:  # prewarmed: the run is named once the training process has created it
+        client, early = None, argv[0] if argv else None
+        if early:
+            try:
+                from rlx.home import store_lock
+
+                with store_lock(early):  # the training process may be creating the same store
+                    client = _client(early)
+                    client.search_experiments(max_results=1)  # opens it: engine, tables, schema check
+            except Exception:
+                client = None  # the training process reports what is wrong with the store
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        uri, run_id = json.loads(line)["open"]
+        if client is None or uri != early:
+            client = _client(uri)
+    try:  # the run's first batch then finds the store open
+        client.get_run(run_id)
+    except Exception:
+        pass  # log_batch reports what is wrong
     out = sys.stdout
 
     def say(msg: dict[str, Any]) -> None:
@@ -63,4 +89,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # everything is stored and answered: skip the interpreter's teardown (MLflow's exit
+    # handlers take ~1 s, which the training process would wait for at the end of a run)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,23 +14,7 @@ from typing import Any, Iterator, Optional
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from rlx.errors import RlxError, UsageError
-
-
-def _started(pid: int) -> float:
-    """When process ``pid`` started: tells a live run from a reused pid."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return 0.0
-
-
-def _alive(pid: int, started: float) -> bool:
-    if pid <= 0:
-        return False
-    now = _started(pid)
-    return now > 0 and (not started or abs(now - started) < 1.0)
+from rlx.registry.catalog_read import _alive, _started
 
 
 def _now() -> datetime:

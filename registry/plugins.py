@@ -78,6 +78,7 @@ class PluginInfo:
     error: str = ""
     hooks: list[str] = field(default_factory=list)
     components: list[ComponentSpec] = field(default_factory=list)
+    dist_path: str = ""  # the distribution's .dist-info folder, where known (rlx.registry.cache)
 
 
 def disabled_plugins() -> set[str]:
@@ -94,24 +95,34 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self.components: dict[str, dict[str, ComponentSpec]] = {k: {} for k in KINDS}
         blocked = disabled_plugins() if disabled is None else disabled
+        # each distribution's METADATA parsed once (``dist.name`` and ``dist.version``
+        # parse it on every access: a third of listing the plugins)
+        self._dists: dict[int, tuple[str, str]] = {}
+
         # built-ins first, so a third-party name clash is reported on the newcomer
         def order(ep: EntryPoint) -> tuple[bool, str]:
-            dist = getattr(ep, "dist", None)
-            return (dist is None or dist.name != "rlx", ep.name)
+            return (self._dist(ep)[0] != "rlx", ep.name)
 
         for ep in sorted(eps if eps is not None else entry_points(group="rlx"), key=order):
             self._load(ep, blocked)
         for kind in KINDS:
             self._collect(kind)
 
-    def _load(self, ep: EntryPoint, blocked: set[str]) -> None:
+    def _dist(self, ep: EntryPoint) -> tuple[str, str]:
+        """(distribution name, version) of an entry point; ("?", "?") without one."""
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(
-            name=ep.name,
-            module=ep.value,
-            distribution=dist.name if dist else "?",
-            version=dist.version if dist else "?",
-        )
+        if dist is None:
+            return "?", "?"
+        known = self._dists.get(id(dist))
+        if known is None:
+            meta = dist.metadata
+            known = self._dists[id(dist)] = (meta["Name"], meta["Version"])
+        return known
+
+    def _load(self, ep: EntryPoint, blocked: set[str]) -> None:
+        distribution, version = self._dist(ep)
+        info = PluginInfo(name=ep.name, module=ep.value, distribution=distribution, version=version,
+                          dist_path=str(getattr(getattr(ep, "dist", None), "_path", "") or ""))
         if ep.name in self.plugins:
             info.status, info.error = "error", f"entry point name '{ep.name}' is used twice"
             self.plugins[f"{ep.name}({info.distribution})"] = info

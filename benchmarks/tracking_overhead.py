@@ -1,0 +1,157 @@
+"""What MLflow tracking costs per training step: the same short ``rlx run`` with tracking on
+and off (``--no-tracking``: no MLflow run, no writer process, nothing logged; the run is
+still cataloged), alternating, several rounds.
+
+Two cases, each a fresh ``rlx run`` process with evaluation, checkpoints and the policy
+save turned off so that every step is a plain training step:
+
+* ``ppo``: PPO on CartPole-v1 with the MLP policy, where a step (one update of 256
+  environment steps) takes ~30 ms and tracking's share is the most visible;
+* ``grpo``: GRPO with ``prm`` on the ``tiny`` policy (4 prompts x 4 completions of up to
+  24 tokens).
+
+A small plugin (installed for the benchmark on PYTHONPATH, the same in both modes) records
+at each ``rlx_step_end`` the step's ``perf/step_s`` (collect, score, objective, optimizer)
+and the clock, whose differences are the whole loop iteration (``log_metrics`` included).
+The first ``--warmup`` steps of each run are dropped. Overhead: the median (and the mean)
+over all rounds with tracking on over the same with it off, minus 1. Also shown: the
+run's whole wall time, start-up and MLflow's fixed per-run costs included.
+
+    python benchmarks/tracking_overhead.py                    # both cases, 3 rounds
+    python benchmarks/tracking_overhead.py --case ppo --rounds 5
+
+Target (issue 6): under 2% of step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 0.02
+CLEAN = ("RLX_DISABLE_PLUGINS", "MLFLOW_TRACKING_URI", "RLX_CATALOG_URL", "RLX_DEBUG", "RLX_TRACKING")
+
+TIMER = '''"""Benchmark hook: per step, perf/step_s and the clock; written when the run ends."""
+import json, os, time
+from rlx.hookspecs import hookimpl
+
+_rows = []
+
+@hookimpl
+def rlx_step_end(step, metrics):
+    _rows.append([step, float(metrics["perf/step_s"]), time.perf_counter()])
+
+@hookimpl
+def rlx_run_end(run_id, status, metrics):
+    with open(os.environ["RLX_BENCH_STEPS"], "w") as f:
+        json.dump(_rows, f)
+'''
+
+
+def install_timer(root: Path) -> Path:
+    """The timing hook as an installed distribution (module + dist-info with an ``rlx`` entry point)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "rlx_bench_timer.py").write_text(TIMER)
+    info = root / "rlx_bench_timer-0.0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rlx-bench-timer\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[rlx]\nbench_timer = rlx_bench_timer\n")
+    return root
+
+
+def case_args(case: str, steps: int) -> list[str]:
+    common = ["--set", "run.eval_every=0", "--set", "run.checkpoint_every=0", "--set", "run.save_policy=false",
+              "--set", "run.samples_to_log=0", "--seed", "0", "--no-progress"]
+    if case == "ppo":  # 8 envs x n_steps 32 = 256 environment steps per update
+        return ["--objective", "ppo", "--env", "gym", "--policy", "mlp", "--set", "env.id=CartPole-v1",
+                "--set", f"run.env_steps={steps * 256}", *common]
+    return ["--objective", "grpo", "--reward", "prm", "--policy", "tiny", "--steps", str(steps),
+            "--set", "run.batch_size=4", "--set", "objective.num_generations=4",
+            "--set", "generation.max_new_tokens=24", "--set", "env.eval_size=1", *common]
+
+
+def one_run(case: str, steps: int, tracking: bool, env: dict[str, str], out: Path) -> tuple[list, float]:
+    cmd = [sys.executable, "-m", "rlx.cli.main", "run", *case_args(case, steps)]
+    if not tracking:
+        cmd.append("--no-tracking")
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    assert ("mlflow run" in proc.stdout) == tracking, proc.stdout
+    return json.loads(out.read_text()), wall
+
+
+def per_step(rows: list, skip: int) -> tuple[list[float], list[float]]:
+    step_s = [r[1] for r in rows[skip:]]
+    clock = [r[2] for r in rows[max(skip - 1, 0):]]
+    return step_s, [b - a for a, b in zip(clock, clock[1:])]
+
+
+def rel(on: list[float], off: list[float], f) -> float:
+    return f(on) / f(off) - 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=("ppo", "grpo", "both"), default="both")
+    ap.add_argument("--rounds", type=int, default=3, help="on/off pairs per case (order alternates)")
+    ap.add_argument("--ppo-steps", type=int, default=150, help="PPO updates per run (256 env steps each)")
+    ap.add_argument("--grpo-steps", type=int, default=20, help="GRPO steps per run")
+    ap.add_argument("--warmup", type=int, default=5, help="steps dropped at the start of each run")
+    args = ap.parse_args()
+
+    cases = ["ppo", "grpo"] if args.case == "both" else [args.case]
+    table = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        site = install_timer(tmp_path / "site")
+        out = tmp_path / "steps.json"
+        env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+        env.update(RLX_HOME=str(tmp_path / "home"), RLX_BENCH_STEPS=str(out),
+                   PYTHONPATH=os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        for case in cases:
+            steps = args.ppo_steps if case == "ppo" else args.grpo_steps
+            skip = min(args.warmup, max(steps - 2, 0))
+            one_run(case, 2, True, env, out)  # untimed: creates the MLflow store, warms the page cache
+            got: dict[str, dict[str, list[float]]] = {m: {"step": [], "loop": [], "run": []} for m in ("on", "off")}
+            for r in range(args.rounds):
+                line = []
+                for tracking in ((True, False) if r % 2 == 0 else (False, True)):
+                    rows, wall = one_run(case, steps, tracking, env, out)
+                    step_s, loop = per_step(rows, skip)
+                    m = got["on" if tracking else "off"]
+                    m["step"] += step_s
+                    m["loop"] += loop
+                    m["run"].append(wall)
+                    line.append(f"{'on' if tracking else 'off'} {statistics.median(step_s) * 1e3:.2f} ms/step "
+                                f"(loop {statistics.median(loop) * 1e3:.2f}, run {wall:.1f} s)")
+                print(f"{case} round {r}: " + ", ".join(line), flush=True)
+            table.append((case, got))
+
+    print(f"\nmedians over {args.rounds} rounds x (steps - {args.warmup} warm-up); overhead = on / off - 1")
+    print(f"{'case':5} {'step on':>8} {'off ms':>7} {'median':>7} {'mean':>7} {'loop on':>8} {'off ms':>7} "
+          f"{'median':>7} {'mean':>7} {'run on':>7} {'off s':>6}  target < {TARGET:.0%} (median step)")
+    for case, got in table:
+        on, off = got["on"], got["off"]
+        o = rel(on["step"], off["step"], statistics.median)
+        ol = rel(on["loop"], off["loop"], statistics.median)
+        verdict = "ok" if max(o, ol) < TARGET else "MISSED"
+        print(f"{case:5} {statistics.median(on['step']) * 1e3:8.2f} {statistics.median(off['step']) * 1e3:7.2f} "
+              f"{o:+7.1%} {rel(on['step'], off['step'], statistics.mean):+7.1%} "
+              f"{statistics.median(on['loop']) * 1e3:8.2f} {statistics.median(off['loop']) * 1e3:7.2f} "
+              f"{ol:+7.1%} {rel(on['loop'], off['loop'], statistics.mean):+7.1%} "
+              f"{statistics.median(on['run']):7.1f} {statistics.median(off['run']):6.1f}  {verdict}")
+    print("step: perf/step_s; loop: clock between rlx_step_end calls; run: the rlx run process, start-up included")
+
+
+if __name__ == "__main__":
+    main()
