@@ -6,13 +6,17 @@ built from config with seed 0), same arithmetic prompts in the same order, the s
 reward (the arithmetic environment's ``is_correct``: 1.0 right, 0.0 wrong), 8 prompts x
 8 completions of exactly 32 new tokens per step (EOS suppressed), one optimizer step per
 batch, the same AdamW, learning rate, clipping, KL beta (0.04: both run a reference
-model) and loss aggregation (``grpo``), plain transformers ``generate`` in both. Needs the
-``bench`` extra (trl).
+model) and loss aggregation (``grpo``), no vLLM: TRL samples with transformers'
+``generate``, rlx with its own KV-cache loop over the same transformers model (it picks
+the same tokens as ``generate``; ``--rlx-set policy.sampler=transformers`` makes rlx call
+``generate`` too, ``--rlx-set policy.share_prompts=false`` scores each row's prompt
+separately as TRL does). Needs the ``bench`` extra (trl).
 
     python benchmarks/grpo_vs_trl.py                                  # both sizes, 5 timed steps, 2 rounds
     python benchmarks/grpo_vs_trl.py --size tiny --rounds 3
     python benchmarks/grpo_vs_trl.py --size medium --steps 2 --rounds 1
     python benchmarks/grpo_vs_trl.py --size tiny --breakdown          # where each library's step goes
+    python benchmarks/grpo_vs_trl.py --size tiny --trl-defaults       # TRL at its own CPU defaults (context)
     python benchmarks/grpo_vs_trl.py --size tiny --steps 1 --warmup 0 --rounds 1 --prompts 2 --tokens 4  # smoke
 
 Each library runs in its own subprocess per round (rlx, trl, rlx, trl, ...), so peak RSS
@@ -221,6 +225,7 @@ def child_rlx(a: argparse.Namespace) -> None:
     import torch
 
     from rlx.hookspecs import hookimpl
+    from rlx.plugins.hf import decode
 
     adamw = capture_adamw()
     phases = Phases() if a.breakdown else None
@@ -230,6 +235,7 @@ def child_rlx(a: argparse.Namespace) -> None:
         import rlx.small_steps
 
         phases.wrap(rlx.reward, "combine", "reward")
+        phases.wrap(decode, "sample", "generate")
         phases.wrap(rlx.small_steps, "clip_grads", "clip grad")
 
     class Collector:
@@ -239,6 +245,8 @@ def child_rlx(a: argparse.Namespace) -> None:
             self.cpu: list[float] = []
             self.marks: list[dict[str, float]] = [phases.snapshot()] if phases else []
             self.dtype: Any = None
+            self.sampler = "?"
+            self.shared = False
 
         @hookimpl
         def rlx_run_start(self, run_id: str, config: dict) -> None:  # the baseline of the first interval
@@ -275,9 +283,13 @@ def child_rlx(a: argparse.Namespace) -> None:
         col = Collector()
         init = TinyPolicy.__init__
 
-        def policy_init(self: Any, *args: Any, **kwargs: Any) -> None:  # the live policy's dtype
+        def policy_init(self: Any, *args: Any, **kwargs: Any) -> None:  # the live policy's dtype and paths
             init(self, *args, **kwargs)
             col.dtype = next(self.model.parameters()).dtype
+            col.sampler = ("rlx decode loop (KV cache, same tokens as generate)"
+                           if self.config.sampler == "auto" and decode.supports(self.model)
+                           else "transformers generate (KV cache)")
+            col.shared = self.config.share_prompts
 
         TinyPolicy.__init__ = policy_init  # type: ignore[method-assign]
         reg.pm.register(col, name="grpo-vs-trl-collector")
@@ -293,6 +305,7 @@ def child_rlx(a: argparse.Namespace) -> None:
                 *[f"env.{k}={v}" for k, v in ENV_SETTINGS.items()]]
         if a.threads:
             sets.append(f"run.threads={a.threads}")
+        sets += a.rlx_set or []
         cfg = resolve(compose(None, {"objective": "grpo", "reward": ["verifier"], "policy": "tiny",
                                      "steps": total, "seed": SEED}, sets), reg)
         result = train(cfg, reg, progress=False)
@@ -321,7 +334,8 @@ def child_rlx(a: argparse.Namespace) -> None:
             "completions per optimizer step": d["run"]["batch_size"] * obj["num_generations"] // obj["num_minibatches"],
             "new tokens (min / max)": f"{gen['min_new_tokens']} / {gen['max_new_tokens']}",
             "sampling": f"temperature {gen['temperature']}, full distribution (Gumbel-max, per-row seeds)",
-            "generation backend": "transformers generate (KV cache)",
+            "generation backend": col.sampler,
+            "prompt pass per group (scoring)": "once" if col.shared else "once per row",
             "reward": f"verifier: env.is_correct -> {d['reward']['verifier']['correct']} / "
                       f"{d['reward']['verifier']['incorrect']}",
             "advantage scaling": obj["scale_rewards"],
@@ -416,11 +430,14 @@ def child_trl(a: argparse.Namespace) -> None:
             generation_kwargs={"min_new_tokens": a.tokens}, temperature=1.0, top_p=1.0, top_k=0,
             beta=BETA, loss_type=LOSS_TYPE, scale_rewards="group", epsilon=0.2, num_iterations=1,
             importance_sampling_level="token", learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-            optim="adamw_torch", adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
+            optim="adamw_torch_fused" if a.trl_defaults else "adamw_torch", adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
             weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, max_steps=total, shuffle_dataset=False,
-            seed=SEED, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, report_to="none",
+            seed=SEED, use_cpu=True, report_to="none",
             logging_strategy="no", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-            log_completions=False, use_vllm=False)
+            log_completions=False, use_vllm=False,
+            # matched: rlx's fp32 and no recomputation; --trl-defaults: TRL's own (bf16 autocast on
+            # CPU, gradient checkpointing, fused AdamW), for context only
+            **({} if a.trl_defaults else {"bf16": False, "fp16": False, "gradient_checkpointing": False}))
         tok = AutoTokenizer.from_pretrained(a.model, padding_side="left")
         timer = Timer()
         trainer = GRPOTrainer(model=a.model, reward_funcs=arithmetic_correct, args=args, train_dataset=data,
@@ -448,6 +465,7 @@ def child_trl(a: argparse.Namespace) -> None:
             "sampling": f"temperature {g.temperature}, do_sample {g.do_sample}, top_k {g.top_k}, top_p {g.top_p}",
             "generation backend": f"transformers generate (use_vllm {args.use_vllm}, continuous batching "
                                   f"{args.use_transformers_continuous_batching})",
+            "prompt pass per group (scoring)": "once per row",
             "reward": f"{arithmetic_correct.__name__}: env.is_correct -> 1.0 / 0.0",
             "advantage scaling": args.scale_rewards,
             "loss_type": args.loss_type,
@@ -485,6 +503,10 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
            "--generations", str(a.generations), "--tokens", str(a.tokens), "--threads", str(a.threads)]
     if a.breakdown:
         cmd.append("--breakdown")
+    if a.trl_defaults:
+        cmd.append("--trl-defaults")
+    for kv in a.rlx_set or []:
+        cmd += ["--rlx-set", kv]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -534,6 +556,12 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per completion (exactly)")
     ap.add_argument("--breakdown", action="store_true", help="also time the phases of each step (adds wrappers)")
+    ap.add_argument("--trl-defaults", action="store_true",
+                    help="run TRL at its CPU defaults (bf16 autocast, gradient checkpointing, fused AdamW) "
+                         "instead of matched to rlx; the ratio is then not like for like")
+    ap.add_argument("--rlx-set", action="append", metavar="KEY=VALUE",
+                    help="an extra rlx override, repeatable (e.g. policy.sampler=transformers "
+                         "policy.share_prompts=false: rlx without its fast paths)")
     ap.add_argument("--child", choices=["rlx", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -293,6 +293,11 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
     accelerator = Accelerator(cpu=run_cfg.device == "cpu")
+    if accelerator.is_main_process and (resume is None or resume.mlflow_run_id):
+        from rlx.tracking import prewarm
+
+        # MLflow's writer imports while the parts are built (a no-op where `rlx run` started it)
+        prewarm(rlx_home.tracking_uri(tracking_uri))
     set_seed(run_cfg.seed)
     parts = build(cfg, registry)
     env, policy = parts.env, parts.policy
@@ -354,7 +359,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                 catalog.add_run(RunRecord(id=run_id, name=run_name, objective=names["objective"],
                                           rewards=names["reward"], env=names["env"], policy=names["policy"],
                                           seed=run_cfg.seed, experiment=run_cfg.experiment,
-                                          mlflow_run_id=tracker.run_id, tracking_uri=uri,
+                                          mlflow_run_id=tracker.run_id, tracking_uri=uri if tracker.enabled else "",
                                           config_json=json.dumps(config_dict), command=tags["rlx.command"]))
         registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
 

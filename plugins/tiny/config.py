@@ -1,10 +1,11 @@
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from rlx.plugins.hf.config import LMPaths
 
 
-class TinyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TinyConfig(LMPaths):
     init: Literal["checkpoint", "scratch"] = Field(
         "checkpoint", description="Start from the shipped SFT checkpoint, or from random weights.")
     path: str | None = Field(None, description="Load this directory instead of the shipped checkpoint.")

@@ -1,0 +1,134 @@
+"""The two fast paths of the ``hf`` policy give what the plain transformers calls give:
+rlx's decode loop picks the same tokens as ``model.generate`` (keyed Gumbel sampling and
+greedy, with and without shared prompts, early EOS, min_new_tokens), and scoring rows
+that share a prompt with one prompt pass gives the same log-probs, hidden states and
+gradients as one pass per row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
+
+from rlx.plugins.hf import decode
+from rlx.plugins.hf.config import HFConfig
+from rlx.plugins.hf.policy import HFPolicy, KeyedGumbel
+from rlx.plugins.tiny.config import TinyConfig
+from rlx.plugins.tiny.policy import CHECKPOINT, TinyPolicy, build_tokenizer
+
+PROMPTS = ["Q:3+20+2\n", "Q:7-4\n", "Q:12*3-5\n", "Q:1+1\n"]
+
+
+def _random(kind: str) -> torch.nn.Module:
+    tok = build_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    if kind == "qwen2":  # biased q/k/v projections
+        return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common, attention_bias=True)).eval()  # grouped-query, biased
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyPolicy(TinyConfig())
+
+
+def _hf_tokens(model, enc, tok, *, T, min_new, seeds, temperature):
+    kw = {"logits_processor": LogitsProcessorList([KeyedGumbel(seeds, temperature)])} if seeds else {}
+    out = model.generate(**enc, max_new_tokens=T, min_new_tokens=min_new, do_sample=False,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kw)
+    return out[:, enc["input_ids"].shape[1]:]
+
+
+@pytest.mark.parametrize("kind", ["tiny", "llama", "qwen2"])
+@pytest.mark.parametrize("group", [1, 4])
+def test_decode_picks_generates_tokens(tiny, kind, group):
+    model = tiny.model.eval() if kind == "tiny" else _random(kind)
+    tok = tiny.tokenizer
+    assert decode.supports(model)
+    prompts = [p for p in PROMPTS for _ in range(group)]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    seeds = list(range(50, 50 + len(prompts)))
+    ended = False
+    for sampled in (True, False):
+        for T, min_new in ((24, 24), (40, 0), (10, 3)):
+            want = _hf_tokens(model, enc, tok, T=T, min_new=min_new, seeds=seeds if sampled else None,
+                              temperature=0.7)
+            got = decode.sample(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=T,
+                                eos=tok.eos_token_id, pad=tok.pad_token_id, min_new_tokens=min_new,
+                                temperature=0.7, seeds=seeds if sampled else None)
+            assert got.shape == want.shape and torch.equal(got, want), (kind, group, sampled, T, min_new)
+            ended |= bool((want == tok.eos_token_id).any())
+    if kind == "tiny":  # the trained model ends its answers: finished rows were padded as generate pads them
+        assert ended
+
+
+def test_rows_decoded_in_parallel_parts_are_the_same(tiny):
+    tok = tiny.tokenizer
+    prompts = [p for p in PROMPTS for _ in range(3)] + ["Q:9\n"]  # groups of 3 and a single row
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    seeds = list(range(len(prompts)))
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            parts = decode._chunks(enc["input_ids"], enc["attention_mask"], n)
+            assert len(parts) == n and all(p.start % 3 == 0 for p in parts)  # cut between groups only
+            got[n] = decode.sample(tiny.model.eval(), enc["input_ids"], enc["attention_mask"], max_new_tokens=30,
+                                   eos=tok.eos_token_id, pad=tok.pad_token_id, seeds=seeds)
+            assert torch.get_num_threads() == n  # restored after the parallel parts
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
+
+
+def test_policy_uses_the_loop_only_where_it_applies(tiny, monkeypatch):
+    calls = []
+    real = decode.sample
+    monkeypatch.setattr(decode, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = tiny.generate(PROMPTS, max_new_tokens=12, seeds=[1, 2, 3, 4])
+    assert calls
+    calls.clear()
+    plain = TinyPolicy(TinyConfig(sampler="transformers")).generate(PROMPTS, max_new_tokens=12, seeds=[1, 2, 3, 4])
+    assert not calls and fast.meta["completion"] == plain.meta["completion"]
+    assert torch.equal(fast["mask"], plain["mask"]) and torch.equal(fast["input_ids"], plain["input_ids"])
+    # a generation config asking for a logits processor the loop lacks: generate
+    penalized = HFPolicy(HFConfig(model=str(CHECKPOINT)))
+    penalized.model.generation_config.repetition_penalty = 1.3
+    assert not decode.supports(penalized.model)
+    penalized.generate(PROMPTS, max_new_tokens=6, greedy=True)
+    assert not calls
+
+
+def test_groups_finds_runs_of_repeated_prompts():
+    ids = torch.tensor([[0, 5], [0, 5], [6, 7], [6, 7], [6, 7], [0, 5]])
+    attn = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1], [1, 1], [0, 1]])
+    first, of = decode.groups(ids, attn)
+    assert first.tolist() == [0, 2, 5] and of.tolist() == [0, 0, 1, 1, 1, 2]
+    assert decode.groups(ids[[0, 2, 5]], attn[[0, 2, 5]]) is None  # nothing repeats: one pass per row
+
+
+def test_shared_prompt_scoring_matches_per_row_scoring(tiny):
+    prompts = [p for p in PROMPTS for _ in range(4)]
+    batch = tiny.generate(prompts, max_new_tokens=20, seeds=list(range(len(prompts))))
+    assert (batch["mask"] == 0).any()  # some rows ended early: padding inside the completion part
+    separate = TinyPolicy(TinyConfig())
+    separate.config.share_prompts = False
+    results = []
+    for pol in (tiny, separate):
+        pol.model.train()
+        pol.add_value_head()
+        logp, ent, value = pol.evaluate_actions(batch)
+        logp2, _ = pol.log_probs(batch)
+        (logp * batch["mask"]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in pol.model.named_parameters() if p.grad is not None}
+        pol.model.zero_grad(set_to_none=True)
+        results.append((logp.detach(), logp2.detach(), ent.detach(), value.detach(), grads))
+    (a, a2, ea, va, ga), (b, b2, eb, vb, gb) = results
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a2, b2, atol=1e-5) and torch.allclose(a, a2, atol=1e-6)
+    assert torch.allclose(ea, eb, atol=1e-4) and torch.allclose(va, vb, atol=1e-5)
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    for n in ga:
+        assert float((ga[n] - gb[n]).norm()) <= 1e-4 * float(gb[n].norm()) + 1e-7, n
