@@ -40,6 +40,10 @@ def send_with_retry(client: Any, run_id: str, metrics: list[Any], max_batch: int
 
 
 def main(argv: list[str]) -> int:
+    try:  # below the training process: its steps come first, the store can wait (a flush or
+        os.nice(10)  # the run's end waits on this process, but training is idle then)
+    except (AttributeError, OSError):
+        pass
     from mlflow.entities import Metric
 
     from rlx.tracking import _MAX_BATCH, _client
