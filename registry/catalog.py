@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from rlx.errors import RlxError, UsageError
-from rlx.registry.catalog_read import _alive, _started
+from rlx.registry.catalog_read import RunJson, _alive, _started
 
 
 def _now() -> datetime:
@@ -32,7 +32,7 @@ class PluginRecord(SQLModel, table=True):
     seen_at: datetime = Field(default_factory=_now)
 
 
-class RunRecord(SQLModel, table=True):
+class RunRecord(RunJson, SQLModel, table=True):
     __tablename__ = "runs"
     id: str = Field(primary_key=True)
     name: str = ""
@@ -56,14 +56,6 @@ class RunRecord(SQLModel, table=True):
     error: str = ""
     created_at: datetime = Field(default_factory=_now)
     ended_at: Optional[datetime] = None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return json.loads(self.config_json or "{}")
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return json.loads(self.metrics_json or "{}")
 
 
 class Catalog:

@@ -41,7 +41,22 @@ def _alive(pid: int, started: float) -> bool:
     return now > 0 and (not started or abs(now - started) < 1.0)
 
 
-class RunRow:
+class RunJson:
+    """The JSON columns of a run, decoded: shared by ``RunRecord`` and ``RunRow``."""
+
+    config_json: str
+    metrics_json: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.config_json or "{}")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return json.loads(self.metrics_json or "{}")
+
+
+class RunRow(RunJson):
     """One row of the runs table, read-only, with ``RunRecord``'s attributes."""
 
     def __init__(self, values: dict[str, Any]):
@@ -56,14 +71,6 @@ class RunRow:
         if name.startswith("_"):
             raise AttributeError(name)
         return None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return json.loads(self.config_json or "{}")
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return json.loads(self.metrics_json or "{}")
 
 
 def _query(url: str, sql: str, params: tuple[Any, ...]) -> list[RunRow] | None:
