@@ -1,10 +1,13 @@
 """Sampling from a Llama-style causal LM with a preallocated KV cache and no per-token
 framework overhead: the generation path of :class:`~rlx.plugins.hf.policy.HFPolicy`.
 
-Why not ``model.generate``: at the sizes rlx trains on CPU, transformers' generate
-spends more of each new token in Python (cache objects, mask building, logits
-processors, stopping criteria) than in the model's matmuls: 40% of a tiny-model step
-and 17% of a 27M-parameter one. This loop does the same arithmetic with the same
+Why not ``model.generate``: on small models it spends much of each new token outside
+the model's matmuls (cache objects, mask building, logits processors, stopping
+criteria), and it cannot know that the rows of a GRPO group share a prompt or that a
+CPU's threads do better on separate rows than on one tiny matmul (see ``sample``). On
+2 CPU cores, 64 completions of 32 tokens: 0.105 s here against 0.132 s for TRL's
+``generate`` with a 0.86M-parameter Llama, 1.39 s against 1.72 s at 27M parameters.
+This loop does the same arithmetic with the same
 weights: embeddings, RMSNorm, fused QKV and gate-up projections, rotary embeddings from
 the model's own rotary module, SDPA against a cache written in place, and picks the
 same tokens as ``generate`` with rlx's keyed Gumbel noise or greedy (the tests check it
