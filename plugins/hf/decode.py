@@ -138,15 +138,21 @@ def sample(model: Any, ids: torch.Tensor, attn: torch.Tensor, *, max_new_tokens:
         from concurrent.futures import ThreadPoolExecutor
 
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rlx-decode")
-    torch.set_num_threads(1)
     try:
-        jobs = [_pool.submit(_sample, model, w, ids[p], attn[p], seeds=None if seeds is None else seeds[p], **kw)
+        jobs = [_pool.submit(_one_thread, model, w, ids[p], attn[p], seeds=None if seeds is None else seeds[p], **kw)
                 for p in parts]
         outs = [j.result() for j in jobs]
     finally:
         torch.set_num_threads(threads)
     T = max(o.shape[1] for o in outs)  # a part that finished early is padded, as generate pads its rows
     return torch.cat([F.pad(o, (0, T - o.shape[1]), value=pad) for o in outs])
+
+
+def _one_thread(*args: Any, **kwargs: Any) -> torch.Tensor:
+    # the thread count is per OS thread for OpenMP: set it in the worker (the caller's is
+    # restored after the parts are done, as setting it may reach the process default)
+    torch.set_num_threads(1)
+    return _sample(*args, **kwargs)
 
 
 @torch.no_grad()
