@@ -68,16 +68,11 @@ def run(
     catalog = Catalog(home.catalog_url())
     result = train(cfg, registry, catalog=catalog, tracking_uri=tracking_uri, progress=not no_progress,
                    command="rlx " + " ".join(shlex.quote(a) for a in launch.ARGV))
-    from rlx.tracking import enabled as tracking_enabled
+    from rlx.distributed import rank_world
 
-    tracked = tracking_enabled()
-    if tracked and not result.mlflow_run_id:  # not rank 0: rank 0 reports
+    if rank_world()[0] != 0:  # rank 0 reports
         return
-    if not tracked:
-        from rlx.distributed import rank_world
-
-        if rank_world()[0] != 0:
-            return
+    tracked = bool(result.mlflow_run_id)
     m = result.metrics
     shown = ("eval/accuracy", "eval/return", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref")
     summary = ", ".join(f"{k}={m[k]:.4g}" for k in shown if k in m)

@@ -131,10 +131,6 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
                          f"run.checkpoint_every={every}); start it again with: {rec.command}")
     registry = get_registry()
     cfg = resolve(rec.config, registry)
-    if rec.mlflow_run_id:
-        from rlx.tracking import prewarm
-
-        prewarm(rec.tracking_uri)  # see `rlx run`
     result = train(cfg, registry, catalog=catalog, tracking_uri=rec.tracking_uri, progress=not no_progress,
                    resume=Resume(rec.id, rec.mlflow_run_id, ckpt))
     typer.echo(f"run {result.run_id} {result.status} (resumed from {ckpt.name})")

@@ -88,9 +88,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + torch.cat((-x[..., h:], x[..., :h]), -1) * sin
 
 
-def _noise(gens: list[torch.Generator], steps: int, vocab: int) -> torch.Tensor:
-    """``[B, steps, V]`` Gumbel noise; row i continues generator i's stream, so it equals
-    one ``torch.rand(V)`` per step (what ``KeyedGumbel`` draws)."""
+def gumbel(gens: list[torch.Generator], steps: int, vocab: int) -> torch.Tensor:
+    """``[B, steps, V]`` Gumbel noise; row i continues generator i's stream, so drawing
+    several steps at once gives what one step at a time gives (``KeyedGumbel`` draws one)."""
     u = torch.stack([torch.rand(steps, vocab, generator=g, dtype=torch.float64) for g in gens])
     return -torch.log(-torch.log(u.clamp(min=1e-300)))
 
@@ -220,7 +220,7 @@ def _sample(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
             scores[:, eos] = -float("inf")
         if gens is not None:
             if t % block == 0:
-                noise = _noise(gens, min(block, T - t), scores.shape[-1]).to(device=dev, dtype=torch.float32)
+                noise = gumbel(gens, min(block, T - t), scores.shape[-1]).to(device=dev, dtype=torch.float32)
             scores = scores / temperature + noise[:, t % block]
         tok = torch.where(running, scores.argmax(-1), pad)
         out[:, t] = tok

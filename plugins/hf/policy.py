@@ -36,8 +36,7 @@ class KeyedGumbel:
         self.temperature = temperature
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.gens])
-        gumbel = -torch.log(-torch.log(u.clamp(min=1e-300)))
+        gumbel = decode.gumbel(self.gens, 1, scores.shape[-1])[:, 0]
         return scores.float() / self.temperature + gumbel.to(device=scores.device, dtype=torch.float32)
 
 
