@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,26 @@ def _quiet_transformers() -> None:
 
 
 _quiet_transformers()
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The keyword ``model``'s forward takes a KV cache by. transformers 5.24 renamed
+    ``past_key_values`` to ``cache``: the old name still works there but warns, and goes
+    in 5.40; older releases, and remote code written for them, know only the old one."""
+    try:
+        params = inspect.signature(unwrap(model).forward).parameters
+    except (TypeError, ValueError):  # a forward without a readable signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache a forward returned. Since transformers 5.24 the output field is
+    ``cache`` and reading ``past_key_values`` logs a deprecation warning, so the field
+    is looked up by name rather than read through the old alias."""
+    if dataclasses.is_dataclass(out) and any(f.name == "cache" for f in dataclasses.fields(out)):
+        return out.cache
+    return getattr(out, "past_key_values", None)
 
 
 class KeyedGumbel:
@@ -205,7 +227,7 @@ class HFPolicy(LMPolicy):
                                       position_ids=pos[first, :P], use_cache=True, logits_to_keep=1, **kw)
         except TypeError:  # a model without logits_to_keep or a KV cache: one pass over every row
             return None
-        cache = head.past_key_values
+        cache = _output_cache(head)
         if not hasattr(cache, "batch_select_indices"):
             return None
         cache.batch_select_indices(of)
@@ -213,7 +235,7 @@ class HFPolicy(LMPolicy):
         h = head.hidden_states[-1][of, -1:] if hidden else None
         if ids.shape[1] - P > 1:
             tail = self.model(input_ids=ids[:, P:-1], attention_mask=attn[:, :-1], position_ids=pos[:, P:-1],
-                              past_key_values=cache, use_cache=True, **kw)
+                              use_cache=True, **{_cache_kwarg(self.model): cache}, **kw)
             logits = torch.cat([logits, tail.logits], 1)
             if hidden:
                 h = torch.cat([h, tail.hidden_states[-1]], 1)

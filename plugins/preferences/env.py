@@ -6,13 +6,15 @@ non-string is reported with its file and line (row for parquet). The last ``eval
 rows are held out. Without a file, pairs are made from the ``arithmetic`` environment:
 the gold solution against one with a mistake (``problems.flawed_solution``: a slip
 carried through, a forgotten term, a miscopied number or an early answer), held-out pairs on its held-out problems; the generation
-evaluation (``eval/accuracy``) of arithmetic is then available too.
+evaluation (``eval/accuracy``) of arithmetic is then available too. A file's pairs have
+no checker: such an environment has neither ``is_correct`` nor ``eval_tasks``, and its
+held-out metric is the objective's own (dpo: ``eval/preference_accuracy``).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 from rlx.datafiles import ShuffledPasses, load_records
 from rlx.environment import Environment, Task, rng_state, set_rng_state
@@ -37,6 +39,10 @@ class PreferencesEnv(Environment):
             self._passes: ShuffledPasses | None = None
             held_rng = random.Random(f"preferences-eval:{seed}")
             self._eval = [self._pair(t, held_rng, i, c.flaws) for i, t in enumerate(self.arithmetic.eval_tasks())]
+            # instance attributes, not methods: the loop and the verifier find a checker with
+            # hasattr, and a file's pairs must not seem to have one
+            self.eval_tasks: Callable[[], list[Task]] = self.arithmetic.eval_tasks
+            self.is_correct: Callable[[Task, str], bool] = self.arithmetic.is_correct
         else:
             self.arithmetic = None
             pairs = load_records(c.path, {"prompt": c.prompt_field, "chosen": c.chosen_field,
@@ -66,12 +72,6 @@ class PreferencesEnv(Environment):
     @property
     def generation_eval(self) -> bool:
         return self.arithmetic is not None
-
-    def eval_tasks(self) -> list[Task]:
-        return self.arithmetic.eval_tasks() if self.arithmetic is not None else []
-
-    def is_correct(self, task: Task, completion: str) -> bool:
-        return self.arithmetic.is_correct(task, completion)
 
     def state_dict(self) -> dict[str, Any]:
         if self._passes is not None:
