@@ -16,11 +16,35 @@ from rlx.objective import Objective
 from rlx.policy import Policy
 
 
+def reward_events(rewards: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool: where a reward event is, i.e. placed and a number.
+
+    NaN means "not applicable" (``rlx.reward``): a NaN score is no event at all, so it
+    neither counts in any statistic nor adds to any return. ``combine`` already leaves
+    NaN scores unplaced; this also covers rewards built by hand with NaN where placed."""
+    return placed & ~torch.isnan(rewards)
+
+
+def applicable_rows(rewards: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: rows with at least one reward event. A row whose every score is NaN
+    (or that has none) is not applicable: it gets advantage 0 and is left out of every
+    baseline and normalization, in grpo, rloo and reinforce alike. A row with some NaN
+    events and some numbers is applicable, on its numbers alone."""
+    return reward_events(rewards, placed).any(-1)
+
+
 def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                       *, epsilon: float, epsilon_high: float, level: str = "token",
-                      ref_logp: torch.Tensor | None = None, beta: float = 0.0
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-token loss ``[B, T]`` (before aggregation) and per-token diagnostics."""
+                      ref_logp: torch.Tensor | None = None, beta: float = 0.0,
+                      bias_correction_kl: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token loss ``[B, T]`` (before aggregation) and per-token diagnostics.
+
+    ``bias_correction_kl`` weights the k3 term by the importance ratio ``r`` (per token, or
+    the sequence's ratio for GSPO), as TRL's ``use_bias_correction_kl``: the gradient of
+    ``r * k3`` at ``r = 1`` is ``(logp - ref_logp) * grad logp``, the unbiased reverse-KL
+    gradient, where plain k3's is ``(1 - pi_ref / pi) * grad logp``, whose expectation is
+    the gradient of the forward KL(pi_ref || pi). ``info["kl"]`` is the term that enters
+    the loss (weighted when corrected, as TRL logs it)."""
     log_ratio = logp - old_logp
     if level == "sequence":
         log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(-1)
@@ -31,6 +55,8 @@ def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
     if ref_logp is not None and beta > 0:
         d = ref_logp - logp
         kl = torch.exp(d) - d - 1  # k3: unbiased, always >= 0
+        if bias_correction_kl:
+            kl = kl * ratio  # ratio is not detached: its gradient is the point (see the docstring)
         per_token = per_token + beta * kl
         info["kl"] = kl
     return per_token, info
@@ -53,7 +79,8 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, *, ma
 class PolicyGradient(Objective):
     """Config fields it reads: ``num_generations``, ``epsilon``, ``epsilon_high``, ``beta``
     (k3 KL in the loss), ``importance_sampling_level``, ``num_iterations``,
-    ``num_minibatches``, ``loss_type``. Subclasses define ``advantages``."""
+    ``num_minibatches``, ``loss_type``, and ``use_bias_correction_kl`` where the config has
+    it (only families with the KL in the loss do). Subclasses define ``advantages``."""
 
     data = "rollouts"
     kl_in_loss = True  # False: the family puts its KL penalty into the rewards instead
@@ -62,7 +89,6 @@ class PolicyGradient(Objective):
         super().__init__(config)
         self.max_len = max_new_tokens
         self.eps_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
-        self._num_items = 1.0
 
     @property
     def group_size(self) -> int:
@@ -75,8 +101,8 @@ class PolicyGradient(Objective):
     def advantages(self, rewards: torch.Tensor, placed: torch.Tensor, group: torch.Tensor,
                    batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Per-token advantages ``[B, T]`` for the global batch (every rank's rows):
-        ``rewards`` with ``placed`` marking where reward events sit, ``group`` the prompt
-        index of each row from 0."""
+        ``rewards`` with ``placed`` marking where reward events sit (see ``reward_events``
+        and ``applicable_rows`` for NaN), ``group`` the prompt index of each row from 0."""
         raise NotImplementedError
 
     def prepare(self, batch: Batch, policy: Policy, reference: Policy | None) -> dict[str, float]:
@@ -88,7 +114,7 @@ class PolicyGradient(Objective):
             if reference is not None:
                 batch["ref_logp"] = reference.log_probs(batch)[0]
         # over the global batch: every rank's rows, then keep this rank's
-        rank, world = rank_world()
+        rank, _ = rank_world()
         B, T = batch["mask"].shape
         keys = ["rewards", "reward_mask", "group", "mask"]
         if not self.kl_in_loss:  # the family's advantages need the per-token KL
@@ -97,8 +123,6 @@ class PolicyGradient(Objective):
         full = Batch(rows)
         adv, metrics = self.advantages(rows["rewards"], rows["reward_mask"], rows["group"] - rows["group"].min(), full)
         batch["advantages"] = adv[rank * B:(rank + 1) * B, :T].to(batch["mask"].device)
-        # DDP averages gradients over ranks, so dapo's global token count is shared out per rank
-        self._num_items = sum_over_ranks(float(batch["mask"].sum())) / world
         return metrics
 
     def minibatches(self, batch: Batch) -> Iterator[Batch]:
@@ -113,8 +137,16 @@ class PolicyGradient(Objective):
         per_token, info = clipped_objective(logp, old, batch["advantages"], mask, epsilon=cfg.epsilon,
                                             epsilon_high=self.eps_high, level=cfg.importance_sampling_level,
                                             ref_logp=batch.get("ref_logp") if self.kl_in_loss else None,
-                                            beta=cfg.beta)
-        loss = aggregate(per_token, mask, cfg.loss_type, max_len=self.max_len, num_items=self._num_items)
+                                            beta=cfg.beta,
+                                            bias_correction_kl=getattr(cfg, "use_bias_correction_kl", False))
+        num_items = 1.0
+        if cfg.loss_type == "dapo":
+            # Every minibatch is its own optimizer step (no accumulation), so dapo divides by
+            # this step's tokens, as TRL divides by one optimizer step's tokens. Summed over
+            # ranks and shared out per rank because DDP averages gradients over ranks. Every
+            # rank calls loss() once per minibatch, so the collective lines up.
+            num_items = sum_over_ranks(float(mask.sum())) / rank_world()[1]
+        loss = aggregate(per_token, mask, cfg.loss_type, max_len=self.max_len, num_items=num_items)
         n = mask.sum().clamp(min=1)
         metrics = {"loss/policy": float(loss.detach()),
                    "policy/clip_frac": float((info["clipped"].expand_as(mask) * mask).sum() / n)}

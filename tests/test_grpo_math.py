@@ -161,6 +161,25 @@ def test_process_advantages_two_groups():
     assert zero == 0.0
 
 
+def test_nan_scores_are_no_events():
+    # a NaN score is "not applicable": placed or not, it counts in no statistic and no return.
+    # group 0: row 0 event 1.0; row 1 only a NaN (not applicable); row 2 events 3.0 and NaN
+    # -> the group's events are 1 and 3: mean 2, unbiased std sqrt(2)
+    rewards = torch.tensor([[0.0, 1.0, 0.0, 0.0],
+                            [0.0, 0.0, NAN, 0.0],
+                            [3.0, 0.0, 0.0, NAN]])
+    mask = torch.tensor([[False, True, False, False],
+                         [False, False, True, False],
+                         [True, False, False, True]])
+    adv, zero = group_advantages(rewards, mask, torch.tensor([0, 0, 0]), "group")
+    s = math.sqrt(2.0) + EPS
+    close(adv, [[-1 / s, -1 / s, 0.0, 0.0], [0.0] * 4, [1 / s, 0.0, 0.0, 0.0]])
+    assert zero == 0.0
+    # the same as leaving the NaN scores unplaced, which is how rlx.reward.combine hands them over
+    adv2, _ = group_advantages(torch.nan_to_num(rewards), mask & ~torch.isnan(rewards), torch.tensor([0, 0, 0]))
+    close(adv2, adv)
+
+
 # ----------------------------------------------------------------- clipped objective
 
 EPS_LO, EPS_HI = 0.2, 0.3

@@ -5,6 +5,9 @@ the last token, a process reward one event per step. Events are normalized withi
 prompt's group, and a token's advantage is the sum of normalized events from its
 position on (process supervision, DeepSeekMath sec. 4.1.3); with one outcome event per
 completion this is the usual per-completion GRPO advantage.
+
+A NaN score ("not applicable") is no event: it is left out of its group's mean and
+std, and a row with no event left gets advantage 0 (``rlx.pg_losses.applicable_rows``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from rlx.batch import Batch
-from rlx.pg_losses import PolicyGradient, aggregate, clipped_objective  # noqa: F401  (re-exported)
+from rlx.pg_losses import PolicyGradient, aggregate, clipped_objective, reward_events  # noqa: F401  (re-exported)
 
 EPS = 1e-4
 
@@ -21,6 +24,7 @@ def group_advantages(rewards: torch.Tensor, reward_mask: torch.Tensor, group: to
                      scale_rewards: str = "group") -> tuple[torch.Tensor, float]:
     """``[B, T]`` advantages and the share of groups whose rewards are all equal."""
     B, T = rewards.shape
+    reward_mask = reward_events(rewards, reward_mask)
     gid = group.view(B, 1).expand(B, T)[reward_mask]
     vals = rewards[reward_mask].double()
     n_groups = int(group.max()) + 1 if B else 0
