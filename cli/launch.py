@@ -36,10 +36,14 @@ def child_args(argv: list[str]) -> list[str]:
     return out
 
 
-def launch(argv: list[str], num_processes: int, accelerate_config: Path | None) -> int:
+def launch(argv: list[str], num_processes: int, accelerate_config: Path | None,
+           extra_env: dict[str, str] | None = None) -> int:
+    """Run ``rlx <argv>`` (``run ...`` or ``runs resume ID``) in ``num_processes`` ranks;
+    the ranks' exit code."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    env = dict(os.environ, RLX_RUN_ID=uuid.uuid4().hex[:12], PYTHONUNBUFFERED="1")
+    env = dict(os.environ, RLX_RUN_ID=uuid.uuid4().hex[:12], PYTHONUNBUFFERED="1", **(extra_env or {}))
     if accelerate_config is not None:
+        env["RLX_ACCELERATE_CONFIG"] = str(accelerate_config.resolve())  # recorded, so a resume reuses it
         if not accelerate_config.is_file():
             raise UsageError(f"accelerate config '{accelerate_config}' does not exist; write one with "
                              "`accelerate config --config_file FILE` or drop --accelerate-config")
@@ -66,27 +70,17 @@ def launch(argv: list[str], num_processes: int, accelerate_config: Path | None) 
 
     if not torch.cuda.is_available():  # gloo on CPU; see the module docstring
         env["ACCELERATE_USE_CPU"] = "1"
-    cmd += ["-m", "rlx.cli.main", "run", *child_args(argv)]
+    cmd += ["-m", "rlx.cli.main", *child_args(argv)]
     debug = "--debug" in argv
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    # the launcher and its ranks get a process group of their own, so that a terminal's
+    # Ctrl-C reaches them once, through this process (see _Forward), not twice (torch's
+    # launcher forwards what it receives to the ranks as well)
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_own_group)
     report: list[str] = []
     said: set[str] = set()
     try:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            # the ranks' own lines pass through (an error every rank hit, once); the
-            # launcher's own logging and failure report are kept back unless --debug
-            if report or (not debug and _starts_report(line)):
-                report.append(line)
-                continue
-            if not debug and _GLOG.match(line):
-                report.append(line)
-                continue
-            if line.startswith("error: "):
-                if line in said:
-                    continue
-                said.add(line)
-            sys.stderr.write(line)
-        code = proc.wait()
+        with _Forward(proc):
+            code = _relay(proc, report, said, debug)
     except KeyboardInterrupt:
         proc.wait()
         return 130
@@ -98,6 +92,83 @@ def launch(argv: list[str], num_processes: int, accelerate_config: Path | None) 
                              "rerun with --debug for the launcher's report\n")
         return child or code
     return code
+
+
+def _relay(proc: subprocess.Popen, report: list[str], said: set[str], debug: bool) -> int:
+    """Pass the ranks' stderr through; keep the launcher's own report back. The exit code."""
+    for line in proc.stderr:  # type: ignore[union-attr]
+        # the ranks' own lines pass through (an error every rank hit, once); the
+        # launcher's own logging and failure report are kept back unless --debug
+        if report or (not debug and _starts_report(line)):
+            report.append(line)
+            continue
+        if not debug and _GLOG.match(line):
+            report.append(line)
+            continue
+        if line.startswith("error: "):
+            if line in said:
+                continue
+            said.add(line)
+        sys.stderr.write(line)
+    return proc.wait()
+
+
+def _own_group() -> None:
+    """In the launcher's child, before it runs: a process group of its own, and on Linux a
+    SIGTERM when this process dies (the ranks then checkpoint and end KILLED instead of
+    running on with no one to report to)."""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+class _Forward:
+    """SIGINT, SIGTERM and SIGHUP received here go to the ranks, each once: they finish the
+    step, checkpoint together and end the run KILLED (rlx.interrupts); a second signal
+    stops them at once. Sent to the ranks only: torch's launcher would forward a signal
+    it got to them again, which they would take as the second one."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_Forward":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import psutil
+
+        try:
+            ranks = psutil.Process(self.proc.pid).children()
+        except psutil.Error:
+            ranks = []
+        for p in ranks:
+            try:
+                p.send_signal(signum)
+            except psutil.Error:
+                pass
+        if not ranks and self.proc.poll() is None:  # no rank started yet: stop the launcher itself
+            self.proc.send_signal(signum)
 
 
 _GLOG = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d")  # torch's launcher logs in glog format

@@ -16,7 +16,7 @@ _paused_here = gcpause.pause()  # see rlx.cli.gcpause
 try:
     import typer
 
-    from rlx.cli import plugins_cmd, run_cmd, runs_cmd
+    from rlx.cli import plugins_cmd, run_cmd, runs_cmd, ui_cmd
     from rlx.errors import RlxError
 finally:
     if _paused_here:
@@ -27,7 +27,7 @@ app = typer.Typer(name="rlx", no_args_is_help=True, add_completion=False, pretty
 app.command("run", context_settings={"help_option_names": ["-h", "--help"]})(run_cmd.run)
 app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(runs_cmd.app, name="runs")
-app.command("ui")(runs_cmd.ui)
+app.command("ui")(ui_cmd.ui)
 
 
 # commands that return within a fraction of a second; anything else collects garbage again
@@ -55,7 +55,10 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    try:
+        typer.echo(f"error: {message}", err=True)
+    except OSError:  # the terminal is gone (SIGHUP): the exit code still tells
+        pass
     sys.exit(code)
 
 
@@ -88,10 +91,12 @@ def _main(argv: list[str] | None = None) -> None:
         os.environ["RLX_DEBUG"] = "1"
     try:
         # only plugins that add commands are imported here; which ones do comes from the
-        # plugin cache (rlx.registry.cache) while it is valid
+        # plugin cache (rlx.registry.cache) while it is valid. A built-in command (or
+        # --version) never needs them: a broken or slow plugin must not delay `rlx runs list`
         from rlx.registry.cache import summary
 
-        if summary().commands:
+        builtin = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+        if not (args and (args[0] in builtin or args[0] == "--version")) and summary().commands:
             from rlx.registry import get_registry
 
             get_registry().add_commands(app)
@@ -101,7 +106,7 @@ def _main(argv: list[str] | None = None) -> None:
         # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns exit codes
         code = app(args=args, prog_name="rlx", standalone_mode=False)
         if code == 130:
-            _fail("interrupted; the run was marked KILLED", 130)
+            _fail("interrupted (Ctrl-C)", 130)  # a run records its own end: see rlx.interrupts
         if isinstance(code, int) and code:
             sys.exit(code)
     except typer.Exit as exc:
@@ -111,7 +116,7 @@ def _main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if debug:
             raise
-        _fail("interrupted; the run was marked KILLED", 130)
+        _fail("interrupted (Ctrl-C)", 130)
     except RlxError as exc:
         if debug:
             raise

@@ -56,7 +56,7 @@ def run(
     from rlx.cli import launch
 
     if (num_processes > 1 or accelerate_config is not None) and not launch.is_child():
-        code = launch.launch(launch.ARGV[1:], num_processes, accelerate_config)
+        code = launch.launch(["run", *launch.ARGV[1:]], num_processes, accelerate_config)
         raise typer.Exit(code)
     if os.environ.get("RANK", "0") == "0":  # only rank 0 tracks
         from rlx.tracking import prewarm

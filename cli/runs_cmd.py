@@ -1,10 +1,8 @@
-"""``rlx runs list|show`` over the catalog, and ``rlx ui`` (the MLflow UI on the same store)."""
+"""``rlx runs list|show|resume`` over the catalog."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Optional
 
 import typer
@@ -41,6 +39,33 @@ def _get_run(run_id: str):
     return rec if rec is not None else _catalog().get_run(run_id)
 
 
+STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "CRASHED")
+
+
+def _finite(value):
+    """``value`` with NaN and infinite floats as None: JSON has no word for them (Python's
+    ``NaN`` and ``Infinity`` break every other parser)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value) -> str:
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
+def _text(value) -> str:
+    """User text (run names, commands, errors, paths) for rich: ``[...]`` in it is shown,
+    not read as markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _row(r) -> dict:
     return {"id": r.id, "name": r.name, "status": r.status, "objective": r.objective, "rewards": r.rewards,
             "env": r.env, "policy": r.policy, "seed": r.seed, "experiment": r.experiment,
@@ -55,13 +80,18 @@ def _row(r) -> dict:
 def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this objective."),
           reward: Optional[str] = typer.Option(None, help="Only runs using this reward source."),
           env: Optional[str] = typer.Option(None, help="Only runs on this environment."),
-          status: Optional[str] = typer.Option(None, help="RUNNING | FINISHED | FAILED | KILLED."),
-          limit: int = typer.Option(50, help="At most this many runs, newest first."),
+          status: Optional[str] = typer.Option(None, help=" | ".join(STATUSES) + "."),
+          limit: int = typer.Option(50, min=1, help="At most this many runs, newest first."),
           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Recent runs, newest first."""
-    rows = [_row(r) for r in _list_runs(objective=objective, reward=reward, env=env, status=status, limit=limit)]
+    if status is not None and status.strip().upper() not in STATUSES:
+        from rlx.errors import UsageError
+
+        raise UsageError(f"--status '{status}' is not a run status; use one of {', '.join(STATUSES)}")
+    rows = [_row(r) for r in _list_runs(objective=objective, reward=reward, env=env,
+                                        status=status.strip() if status else None, limit=limit)]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(_dumps(rows))
         return
     from rich.table import Table
 
@@ -74,7 +104,8 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
     table.add_column("created", no_wrap=True)
     for r in rows:
         acc = next((r["metrics"][k] for k in ACCURACY if k in r["metrics"]), None)
-        table.add_row(r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"], str(r["seed"]),
+        table.add_row(*map(_text, (r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"],
+                                   r["seed"])),
                       f"{acc:.3f}" if acc is not None else "-", r["created_at"][5:16].replace("T", " "))
     console().print(table)
 
@@ -87,29 +118,33 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     row = _row(rec)
     row["config"] = rec.config
     if as_json:
-        typer.echo(json.dumps(row, indent=2))
+        typer.echo(_dumps(row))
         return
     from rlx.cli.output import console
 
     c = console()
-    c.print(f"[bold]run {row['id']}[/bold]  {row['name']}  [bold]{row['status']}[/bold]")
+    c.print(f"[bold]run {_text(row['id'])}[/bold]  {_text(row['name'])}  [bold]{_text(row['status'])}[/bold]")
     for k in ("objective", "rewards", "env", "policy", "seed", "experiment", "mlflow_run_id", "tracking_uri",
               "checkpoint", "policy_dir", "host", "pid", "created_at", "ended_at", "command", "error"):
         if row[k] not in (None, ""):
-            c.print(f"  {k:14} {row[k]}")
+            c.print(f"  {k:14} {_text(row[k])}")
     metrics = {k: v for k, v in row["metrics"].items() if k in KEY_METRICS}
     if metrics:
         c.print("  metrics        " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     c.print("  config")
-    c.print_json(json.dumps(row["config"]))
+    c.print_json(_dumps(row["config"]))
 
 
 @app.command("resume")
 def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
            no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
            debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
-    """Continue a crashed, killed or failed run from its newest checkpoint, in the same MLflow run."""
-    from rlx.cli import gcpause
+    """Continue a crashed, killed or failed run from its newest checkpoint, in the same MLflow
+    run, with as many processes as it was started with."""
+    import os
+    from pathlib import Path
+
+    from rlx.cli import gcpause, launch
 
     gcpause.resume()  # a long-running command: collect garbage again
     from rlx import checkpoint, home
@@ -120,34 +155,41 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
 
     catalog = _catalog()
     rec = catalog.get_run(run_id)
-    if rec.status == "FINISHED":
-        raise UsageError(f"run {rec.id} already FINISHED; nothing to resume (start a new one with `rlx run`)")
-    if rec.status == "RUNNING":
-        raise UsageError(f"run {rec.id} is still running (pid {rec.pid} on {rec.host}); stop it before resuming")
+    # a rank started by this command's own launcher: the parent below checked and claimed it
+    claimed = launch.is_child() and os.environ.get("RLX_RESUME_CLAIMED") == rec.id
     ckpt = checkpoint.latest(home.runs_dir() / rec.id / "checkpoints")
-    if ckpt is None:
-        every = rec.config.get("run", {}).get("checkpoint_every")
-        raise UsageError(f"run {rec.id} has no checkpoint to resume from (it stopped before its first one, "
-                         f"run.checkpoint_every={every}); start it again with: {rec.command}")
     registry = get_registry()
-    cfg = resolve(rec.config, registry)
-    result = train(cfg, registry, catalog=catalog, tracking_uri=rec.tracking_uri, progress=not no_progress,
-                   resume=Resume(rec.id, rec.mlflow_run_id, ckpt))
-    typer.echo(f"run {result.run_id} {result.status} (resumed from {ckpt.name})")
-
-
-def ui(port: int = typer.Option(5000, help="Port to serve on."),
-       host: str = typer.Option("127.0.0.1", help="Interface; keep 127.0.0.1 unless you mean to share it."),
-       tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to browse.")) -> None:
-    """Start the MLflow UI on the rlx store (Ctrl-C to stop)."""
-    from rlx import home
-
-    uri = home.tracking_uri(tracking_uri)
-    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(cmd)
-    try:
-        raise typer.Exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+    if not claimed:
+        if rec.status == "FINISHED":
+            raise UsageError(f"run {rec.id} already FINISHED; nothing to resume (start a new one with `rlx run`)")
+        if rec.status == "RUNNING":
+            raise UsageError(f"run {rec.id} is still running (pid {rec.pid} on {rec.host}); stop it before resuming")
+        if ckpt is None:
+            every = rec.config.get("run", {}).get("checkpoint_every")
+            raise UsageError(f"run {rec.id} has no checkpoint to resume from (it stopped before its first one, "
+                             f"run.checkpoint_every={every}); start it again with: {rec.command}")
+        resolve(rec.config, registry)  # a plugin gone since, or a changed config model: fail before claiming
+        processes, accel = rec.num_processes or 1, rec.accelerate_config or ""
+        if accel and not Path(accel).is_file():
+            raise UsageError(f"run {rec.id} was launched with --accelerate-config {accel}, which no longer "
+                             "exists; restore that file to resume it")
+        if not catalog.claim(rec.id):
+            now = catalog.get_run(rec.id)
+            raise UsageError(f"run {rec.id} is {now.status} now (pid {now.pid} on {now.host}): another "
+                             "`rlx runs resume` took it first")
+        if processes > 1 or accel:
+            typer.echo(f"resuming run {rec.id} from {ckpt.name} in {processes} processes", err=True)
+            flags = ["--no-progress"] * no_progress + ["--debug"] * debug
+            code = 1
+            try:
+                code = launch.launch(["runs", "resume", rec.id, *flags], processes,
+                                     Path(accel) if accel else None, {"RLX_RESUME_CLAIMED": rec.id})
+            finally:  # the ranks never took it over (they failed to start): not left RUNNING
+                catalog.end_if_owned(rec.id, os.getpid(), "FAILED",
+                                     f"the {processes}-process resume did not start (exit {code}); "
+                                     f"`rlx runs resume {rec.id}` tries again")
+            raise typer.Exit(code)
+        typer.echo(f"resuming run {rec.id} from {ckpt.name}", err=True)
+    result = train(resolve(rec.config, registry), registry, catalog=catalog, progress=not no_progress,
+                   resume=Resume(rec.id, rec.mlflow_run_id, ckpt, rec.tracking_uri))
+    typer.echo(f"run {result.run_id} {result.status} (resumed)")

@@ -170,9 +170,12 @@ def _runs_url(uri: str, host: str, port: int, experiment: str = "rlx") -> str:
     """The runs table of the rlx experiment in the model-training view (MLflow 3 opens on
     its GenAI pages otherwise); the root when the id cannot be read cheaply."""
     root = f"http://{_netloc(host, port)}/"
-    if not uri.startswith("sqlite:///"):
+    from rlx.home import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is None:
         return root
-    db = Path(uri[len("sqlite:///"):]).expanduser()
+    db = db.expanduser()
     if not db.is_file():
         return root
     import sqlite3

@@ -9,11 +9,15 @@ values.
 from __future__ import annotations
 
 import copy
+import json
+import math
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from rlx.errors import ConfigError, UsageError
 
@@ -23,17 +27,50 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (accelerate's set_seed) and gymnasium take 32-bit seeds
+# an experiment name is the name of its artifact folder (<store>/mlartifacts/<name>): it must
+# fit in one file name (255 bytes on common file systems) with room for a suffix
+EXPERIMENT_MAX_BYTES = 200
+RUN_NAME_MAX = 250  # MLflow's column for run names (runs.name) is String(250)
+
+
+def _check_experiment(name: str) -> str:
+    """An experiment name becomes a folder name under the store's mlartifacts folder: it
+    must be one path component that stays inside it."""
+    if not name.strip():
+        raise PydanticCustomError("experiment_name", "an experiment needs a name; pass --experiment NAME")
+    # Cs: lone surrogates, what undecodable bytes of a command line become; no store can hold them
+    bad = next((c for c in name if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise PydanticCustomError(
+            "experiment_name", "{char} is not allowed in an experiment name (it names a folder, not a path); "
+            "use letters, digits, '-', '_', '.' or spaces", {"char": repr(bad)})
+    if name in (".", ".."):
+        raise PydanticCustomError("experiment_name", "'.' and '..' are not experiment names; pick a word")
+    size = len(name.encode("utf-8"))
+    if size > EXPERIMENT_MAX_BYTES:
+        raise PydanticCustomError(
+            "experiment_name", "an experiment name may be at most {limit} bytes (it is {size}); shorten it",
+            {"limit": EXPERIMENT_MAX_BYTES, "size": size})
+    return name
+
+
 class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(150, ge=0, description="Training steps (one collected batch and its updates each).")
     env_steps: int | None = Field(None, ge=1, description="Control environments: train for this many environment "
                                                           "steps instead (steps = env_steps / batch env steps).")
-    seed: int = Field(0, description="Seed for every RNG (torch, python, environment).")
+    seed: int = Field(0, description=f"Seed for every RNG (torch, python, environment): 0..{SEED_MAX}, the "
+                                     "32-bit range numpy and gymnasium accept.")
     batch_size: int = Field(16, ge=1, description="Prompts (tasks) per step; samples = batch_size x group size.")
     eval_every: int = Field(50, ge=0, description="Evaluate every N steps (0: only before and after training).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks CUDA when present.")
-    experiment: str = Field("rlx", description="MLflow experiment name.")
-    name: str | None = Field(None, description="Run name (default: <objective>-<reward>-<env>-s<seed>).")
+    experiment: str = Field("rlx", description="MLflow experiment name; also the name of its artifact folder, so "
+                                               "one file name: no '/', '\\' or control characters, not '.' or "
+                                               f"'..', at most {EXPERIMENT_MAX_BYTES} bytes.")
+    name: str | None = Field(None, max_length=RUN_NAME_MAX,
+                             description="Run name (default: <objective>-<reward>-<env>-s<seed>); at most "
+                                         f"{RUN_NAME_MAX} characters, MLflow's limit.")
     save_policy: bool = Field(True, description="Save the final policy under the run's folder and as an MLflow artifact.")
     samples_to_log: int = Field(8, ge=0, description="Generations per evaluation kept in the samples table.")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: all cores).")
@@ -42,6 +79,20 @@ class RunSettings(BaseModel):
     on_nonfinite: Literal["skip", "stop"] = Field(
         "skip", description="A NaN/Inf reward, loss or gradient: skip the update (counted in nonfinite/skipped) "
                             "or stop the run as FAILED.")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v: int) -> int:
+        if not 0 <= v <= SEED_MAX:
+            raise PydanticCustomError(
+                "seed_range", "seeds must be from 0 to {max} (2**32-1), the range numpy and gymnasium seed "
+                "with; pick one in that range", {"max": SEED_MAX})
+        return v
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_name(cls, v: str) -> str:
+        return _check_experiment(v)
 
 
 class GenerationSettings(BaseModel):
@@ -53,7 +104,10 @@ class GenerationSettings(BaseModel):
 
 class OptimSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate.")
+    lr: float = Field(1e-4, gt=0, le=1.0,
+                      description="AdamW learning rate, in (0, 1]: Adam moves every weight by about lr per step "
+                                  "whatever the gradient's scale, so above 1 one step outweighs the weights "
+                                  "themselves (useful values: about 1e-6 to 1e-2).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping by global norm (0: off).")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
@@ -103,31 +157,89 @@ def _normalize(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         raise ConfigError(f"{origin}: unknown section '{sorted(unknown)[0]}'; allowed: {', '.join(DEFAULTS)}")
     for key, val in out.items():
         if not isinstance(val, dict):
+            if key == "reward":
+                raise ConfigError(f"{origin}: 'reward' must be a table of reward sources or a list of their names, "
+                                  f"got {type(val).__name__} {val!r}; e.g. reward = [\"verifier\"], or a "
+                                  "[reward.verifier] table with its settings")
             raise ConfigError(f"{origin}: '{key}' must be a table, got {type(val).__name__}")
+    for name, val in out.get("reward", {}).items():
+        _check_reward_table(name, val, origin)
     return out
 
 
+def _check_reward_table(name: str, val: Any, origin: str) -> None:
+    """``reward.<name>`` holds that source's settings; a bare value there is a setting
+    without its field name."""
+    if isinstance(val, dict):
+        return
+    example = val if isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val) else 1
+    hint = (f"--set reward.{name}.weight={example}" if origin.startswith("--set")
+            else f"a [reward.{name}] table with weight = {example}")
+    raise ConfigError(f"{origin}: reward.{name} must be a table of that reward's settings, got "
+                      f"{type(val).__name__} {val!r}; set a field of it instead, e.g. {hint}")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` file: TOML, or JSON (what ``rlx run --dry-run`` prints, so that it
+    re-creates the run), told apart by the ``.json`` suffix or a leading ``{``."""
     p = Path(path)
     if p.is_dir():
-        raise UsageError(f"config path '{p}' is a directory; pass a TOML file to --config")
+        raise UsageError(f"config path '{p}' is a directory; pass a TOML or JSON file to --config")
     if not p.is_file():
-        raise UsageError(f"config file '{p}' does not exist; pass an existing TOML file to --config")
+        raise UsageError(f"config file '{p}' does not exist; pass an existing TOML or JSON file to --config")
     try:
-        return _normalize(tomllib.loads(p.read_text()), str(p))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file '{p}' is not valid TOML: {exc}; fix the syntax") from None
+        text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file '{p}': {exc}") from None
+    as_json = p.suffix.lower() == ".json" or text.lstrip().startswith("{")
+    kind = "JSON" if as_json else "TOML"
+    try:
+        data = json.loads(text) if as_json else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file '{p}' is not valid {kind}: {exc}; fix the syntax") from None
+    except RecursionError:  # both parsers descend recursively into nested arrays and tables
+        raise ConfigError(f"config file '{p}' is not valid {kind}: arrays or tables nest too deeply to parse; "
+                          "fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a table of sections (objective, env, run, ...), "
+                          f"got {type(data).__name__}")
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"config file '{p}' nests arrays or tables more than {MAX_DEPTH} levels deep; no rlx "
+                          "setting is that deep: fix the file")
+    return _normalize(data, str(p))
+
+
+# deeper values than any setting needs, yet shallow enough that copying and validating
+# them stays far from Python's recursion limit
+MAX_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and tables nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value: a TOML literal when it parses as one (numbers, booleans, quoted
     strings, arrays), else the raw string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        value = None  # deeper than MAX_DEPTH for sure: reported below
+    if value is None or _depth(value) > MAX_DEPTH:
+        raise UsageError(f"--set value '{text[:40]}...' nests arrays or tables more than {MAX_DEPTH} levels deep; "
+                         "no rlx setting is that deep")
+    return value
 
 
 def parse_set(item: str) -> dict[str, Any]:
@@ -173,16 +285,48 @@ def _format_error(section: str, err: dict[str, Any], model: type[BaseModel]) -> 
         allowed = ", ".join(model.model_fields) or "none"
         return f"{loc}: unknown field; allowed fields: {allowed}"
     got = err.get("input")
+    if isinstance(got, float) and not math.isfinite(got) and not kind.endswith("_type"):
+        return f"{loc}: must be a finite number (got {got!r})"  # nan fails ``gt=0`` as well, but that is not why
     msg = err["msg"]
-    return f"{loc}: {msg} (got {got!r})"
+    shown = repr(got)
+    if len(shown) > 80:
+        shown = shown[:60] + "..."
+    return f"{loc}: {msg} (got {shown})"
+
+
+def _nonfinite(value: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], float] | None:
+    """The first NaN or infinite float in ``value`` (models, tables and lists searched),
+    with where it sits."""
+    stack = [(loc, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return where, v
+        if isinstance(v, BaseModel):
+            items = [(k, getattr(v, k, None)) for k in type(v).model_fields]
+        elif isinstance(v, dict):
+            items = list(v.items())
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            items = list(enumerate(v))
+        else:
+            continue
+        stack.extend((where + (k,), x) for k, x in reversed(items))
+    return None
 
 
 def validate_section(section: str, model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """``values`` validated by ``model``; every error names ``section.field``. No setting
+    may be NaN or infinite: the model's own constraints rarely exclude them (``nan > 0`` is
+    false, ``inf > 0`` true), and a string such as ``"inf"`` only becomes one here."""
     try:
-        return model.model_validate(values)
+        out = model.model_validate(values)
     except ValidationError as exc:
         lines = [_format_error(section, e, model) for e in exc.errors()]
         raise ConfigError("; ".join(lines)) from None
+    bad = _nonfinite(out, (section,))
+    if bad is not None:
+        raise ConfigError(f"{'.'.join(map(str, bad[0]))}: must be a finite number (got {bad[1]!r})")
+    return out
 
 
 class Resolved(BaseModel):
@@ -251,6 +395,7 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
             reward_raw = {default: {}}
     rewards: dict[str, BaseModel] = {}
     for rname, values in reward_raw.items():
+        _check_reward_table(rname, values if values is not None else {}, "config")
         spec = registry.get("reward", rname)
         rewards[spec.name] = validate_section(f"reward.{rname}", spec.config, dict(values or {}))
     if obj_spec.meta.get("data", "rollouts") == "rollouts" and not rewards:

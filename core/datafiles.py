@@ -4,6 +4,7 @@ Shared by the data environments (``preferences``, ``prompts``)."""
 
 from __future__ import annotations
 
+import codecs
 import random
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,14 @@ def load_records(path: str, required: dict[str, str], optional: dict[str, str] |
     fmt = _FORMATS.get(file.suffix.lower())
     if fmt is None:
         raise UsageError(f"env.path '{path}': unknown format '{file.suffix}'; use .jsonl, .json, .csv or .parquet")
+    _check_contents(file, path, text=fmt != "parquet")
     import datasets
 
     datasets.disable_progress_bars()
     try:
         rows = datasets.load_dataset(fmt, data_files=str(file), split="train")
     except Exception as exc:  # the library's own parse error, with its cause
-        raise UsageError(f"env.path '{path}' could not be read as {fmt}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"env.path '{path}' could not be read as {fmt}: {_first_line(exc)}") from None
     missing = [c for c in required.values() if c not in rows.column_names]
     if missing:
         raise UsageError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(rows.column_names)}); "
@@ -53,6 +55,51 @@ def load_records(path: str, required: dict[str, str], optional: dict[str, str] |
     if not out:
         raise UsageError(f"env.path '{path}' holds no records")
     return out
+
+
+def _check_contents(file: Path, path: str, *, text: bool) -> None:
+    """An empty file, or a text file that is not UTF-8, passes ``datasets.load_dataset``
+    or fails it with an unrelated error (an IndexError; a UnicodeDecodeError only once
+    the rows are read): both are told here, with the line of the first bad byte."""
+    blank, line = True, 1
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                if not text:  # binary (parquet): only emptiness is checked
+                    return
+                held = len(decoder.getstate()[0])  # bytes of a character split across chunks
+                try:
+                    decoded = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    where = max(exc.start - held, 0)
+                    line += chunk[:where].count(b"\n")
+                    raise UsageError(
+                        f"env.path '{path}' is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} "
+                        "is not valid UTF-8; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+                line += chunk.count(b"\n")
+                blank = blank and not decoded.strip()
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:  # the file ends inside a multi-byte character
+        raise UsageError(f"env.path '{path}' is not UTF-8 text: it ends in the middle of a character; "
+                         "save the file as UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"env.path '{path}' cannot be read: {exc.strerror}") from None
+    if blank:
+        raise UsageError(f"env.path '{path}' is empty; put records in it (JSONL: one JSON object per line; "
+                         "CSV: a header row, then one row per record) or point env.path at another file")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or of its cause's when it has none (the
+    ``datasets`` builders re-raise a bare StopIteration for an empty split)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        lines = [ln for ln in str(seen).splitlines() if ln.strip()]
+        if lines:
+            return lines[0]
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 class ShuffledPasses:

@@ -30,3 +30,13 @@ class RunError(RlxError):
     """A run failed while executing."""
 
     exit_code = 1
+
+
+class RunKilled(RlxError):
+    """A signal stopped the run, which was recorded KILLED (with its checkpoint). The
+    process exits with the shell's convention for that signal, 128 + its number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

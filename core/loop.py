@@ -21,7 +21,7 @@ from typing import Any
 
 from rlx import home as rlx_home
 from rlx.config import Resolved, flatten
-from rlx.errors import RlxError, UsageError
+from rlx.errors import RlxError, RunKilled, UsageError
 
 
 @dataclass
@@ -241,65 +241,116 @@ def _mean(values: list[Any]) -> float:
     return sum(float(v) for v in values) / len(values)
 
 
-class _Interrupts:
-    """First Ctrl-C: finish the current step, checkpoint, end KILLED. Second: stop now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
-
-    def __enter__(self) -> "_Interrupts":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 @dataclass
 class Resume:
-    """What ``rlx runs resume`` hands to ``train``: the run to continue."""
+    """What ``rlx runs resume`` hands to ``train``: the run to continue, already claimed in
+    the catalog by this process. ``checkpoint`` is the newest; an unreadable one is skipped
+    for the one before it."""
 
     run_id: str
     mlflow_run_id: str
     checkpoint: Path
+    tracking_uri: str = ""
+
+
+@dataclass
+class _Run:
+    """One run's state as the loop and its ending see it."""
+
+    run_id: str = ""
+    main: bool = True
+    accelerator: Any = None
+    parts: Any = None
+    tracker: Any = None
+    opened: bool = False  # a catalog row or MLflow run exists that must be ended
+    status: str = "FINISHED"
+    error: str = ""
+    step: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[list[Any]] = field(default_factory=list)
+    run_dir: Path | None = None
+    policy_dir: str = ""
+    produces: str = "policy"
+    interrupt: Any = None  # the RunInterrupted that ended it
+    failure: BaseException | None = None  # the error that ended it
 
 
 def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "",
           tracking_uri: str | None = None, progress: bool = True, resume: Resume | None = None) -> RunResult:
-    """Run one experiment end to end (or continue one from its checkpoint)."""
+    """Run one experiment end to end (or continue one from its checkpoint).
+
+    However it ends, its status is recorded in the catalog and in MLflow (see
+    ``rlx.status``): FINISHED, FAILED (raises ``RlxError``) or KILLED by a signal (raises
+    ``RunInterrupted``, see ``rlx.interrupts``)."""
+    from rlx.interrupts import RunInterrupted, Signals, signal_name
+
+    # under `accelerate launch` the same signal may reach a rank more than once
+    r = _Run(opened=resume is not None)
+    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ) as signals:
+        try:
+            _run(r, cfg, registry, signals, catalog=catalog, command=command, tracking_uri=tracking_uri,
+                 progress=progress, resume=resume)
+        except RunInterrupted as exc:
+            r.status, r.interrupt = "KILLED", exc
+            r.error = f"{exc.message} during step {r.step + 1}" if exc.hard else exc.message
+        except KeyboardInterrupt:  # raised by other code than ours (a library's own handler)
+            import signal
+
+            r.status, r.interrupt = "KILLED", RunInterrupted(signal.SIGINT)
+            r.error = f"interrupted ({signal_name(signal.SIGINT)}) during step {r.step + 1}"
+        except RlxError as exc:
+            r.status, r.error, r.failure = "FAILED", str(exc), exc
+        except Exception as exc:
+            r.status, r.error = "FAILED", f"{type(exc).__name__}: {exc}"
+            r.failure = RlxError(f"run {r.run_id} failed: {r.error}; rerun with --debug for the traceback")
+            r.failure.__cause__ = exc
+        finally:
+            problems = _finish(r, cfg, registry, catalog, signals, resume)
+    for line in problems:
+        _warn(line)
+    if r.interrupt is not None:
+        raise RunKilled(f"run {r.run_id} KILLED: {r.error}", r.interrupt.signum)
+    if r.failure is not None:
+        raise r.failure
+    if r.status == "FAILED":
+        raise RlxError(f"run {r.run_id} FAILED: {r.error}")
+    if signals.received is not None:
+        _warn(f"{signal_name(signals.received)} arrived while the run was ending; it FINISHED")
+    return RunResult(r.run_id, r.tracker.run_id if r.tracker else "", r.status, r.last, r.policy_dir, r.produces)
+
+
+def _run(r: _Run, cfg: Resolved, registry: Any, signals: Any, *, catalog: Any, command: str,
+         tracking_uri: str | None, progress: bool, resume: Resume | None) -> None:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from rlx import checkpoint
+    from rlx.interrupts import RunInterrupted, signal_name
     from rlx.rollout import evaluate
 
     run_cfg, gen = cfg.run, cfg.generation
+    if resume is not None:
+        r.run_id = resume.run_id
     if run_cfg.threads:
         torch.set_num_threads(run_cfg.threads)
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    accelerator = Accelerator(cpu=run_cfg.device == "cpu")
-    if accelerator.is_main_process and (resume is None or resume.mlflow_run_id):
+    accelerator = r.accelerator = Accelerator(cpu=run_cfg.device == "cpu")
+    main = r.main = accelerator.is_main_process
+    uri = (resume.tracking_uri if resume else "") or rlx_home.tracking_uri(tracking_uri)
+    if main and (resume is None or resume.mlflow_run_id):
         from rlx.tracking import prewarm
 
         # MLflow's writer imports while the parts are built (a no-op where `rlx run` started it)
-        prewarm(rlx_home.tracking_uri(tracking_uri))
+        prewarm(uri)
+    # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
+    r.run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or _shared_run_id()
+    run_id = r.run_id
+    run_dir = r.run_dir = rlx_home.runs_dir() / run_id
     set_seed(run_cfg.seed)
-    parts = build(cfg, registry)
+    parts = r.parts = build(cfg, registry)
     env, policy = parts.env, parts.policy
 
     if getattr(env, "kind", "text") == "control":
@@ -317,16 +368,19 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     if parts.reference is not None:
         parts.reference.model.to(accelerator.device)
 
-    # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
-    run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or _shared_run_id()
-    run_dir = rlx_home.runs_dir() / run_id
-    start, samples, last, curve = 1, [], {}, []
+    start = 1
+    samples, last, curve = r.samples, r.last, r.curve
     if resume:
-        state = checkpoint.load(accelerator, resume.checkpoint)
+        path, state, skipped = checkpoint.load_newest(accelerator, run_dir / "checkpoints")
+        if main:
+            for line in skipped:
+                _warn(f"{line}; resuming from {path.name} instead")
         env.load_state_dict(state["env"])
         parts.objective.load_state_dict(state["objective"])
-        start, samples, last = state["step"] + 1, state["samples"], state["last"]
-        curve = state.get("curve", [])
+        start = state["step"] + 1
+        samples[:], curve[:] = state["samples"], state.get("curve", [])
+        last.update(state["last"])
+    r.step = start - 1
     if accelerator.num_processes == 1 and accelerator.mixed_precision == "no":
         from rlx.small_steps import SmallSteps
 
@@ -338,20 +392,18 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
     config_dict = cfg.to_dict()
     tags = run_tags(cfg, parts, run_id, command, str(accelerator.device), accelerator.num_processes)
-    main = accelerator.is_main_process
     tracker = None
     if main:  # only rank 0 talks to MLflow and the catalog
         from rlx.tracking import Tracker
 
-        uri = rlx_home.tracking_uri(tracking_uri)
         if resume:
-            tracker = Tracker.reopen(uri, resume.mlflow_run_id)
             if catalog is not None:
                 catalog.mark_running(run_id)
+            tracker = r.tracker = Tracker.reopen(uri, resume.mlflow_run_id, run_id)
         else:
-            tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
-                              rlx_home.artifact_root(uri))
-            tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
+            tracker = r.tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
+                                          rlx_home.artifact_root(uri), rlx_run_id=run_id)
+            r.opened = True
             if catalog is not None:
                 from rlx.registry.catalog import RunRecord
 
@@ -360,13 +412,15 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                                           rewards=names["reward"], env=names["env"], policy=names["policy"],
                                           seed=run_cfg.seed, experiment=run_cfg.experiment,
                                           mlflow_run_id=tracker.run_id, tracking_uri=uri if tracker.enabled else "",
-                                          config_json=json.dumps(config_dict), command=tags["rlx.command"]))
+                                          config_json=json.dumps(config_dict), command=tags["rlx.command"],
+                                          num_processes=accelerator.num_processes,
+                                          accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
+            tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
         registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
 
-    status, error = "FINISHED", ""
     # held-out metrics: the environment's own, greedy generation on its held-out tasks, and
     # whatever the objective measures on held-out data (dpo: preference accuracy)
-    produces = getattr(parts.objective, "produces", "policy")
+    produces = r.produces = getattr(parts.objective, "produces", "policy")
     gen_eval = (produces == "policy" and hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
                 and getattr(env, "generation_eval", True))
     objective_eval = getattr(parts.objective, "evaluate", None)
@@ -385,12 +439,14 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
                 m.update(objective_eval(env, policy, parts.reference))
             if not m:
                 return
-            samples.extend({"step": step, "split": "eval", **r} for r in rows)
+            samples.extend({"step": step, "split": "eval", **row} for row in rows)
             curve.append([step, *next(iter(m.items()))])
             last.update(m)
             tracker.log_metrics(m, step)
             key = next(iter(m))
             bar.eval(step, key, m[key])
+
+    saved_at = [0]
 
     def save_checkpoint(step: int) -> None:
         if tracker:
@@ -398,100 +454,176 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         state = {"env": env.state_dict(), "objective": parts.objective.state_dict(), "samples": samples,
                  "last": last, "curve": curve}
         path = checkpoint.save(accelerator, run_dir / "checkpoints", step, state, run_cfg.keep_checkpoints)
+        saved_at[0] = step
         if main and catalog is not None:
             catalog.update_run(run_id, checkpoint=str(path))
 
+    def stop_if_signalled(step: int) -> None:
+        if _agree(signals.received is not None):
+            if saved_at[0] != step:
+                save_checkpoint(step)
+            name = signal_name(signals.received) if signals.received is not None else "a signal on another rank"
+            raise RunInterrupted(signals.received or 2, f"interrupted by {name} after step {step}")
+
     step = start - 1
-    try:
-        with _Progress(steps, enabled=progress and main) as bar, _Interrupts() as interrupts:
-            bar.update(step, last)
-            if can_eval and start == 1:
-                run_eval(0)
-            for step in range(start, steps + 1):
-                if hasattr(parts.objective, "on_step"):
-                    parts.objective.on_step(step, steps)
-                batch, metrics, problem = train_step(parts, cfg, accelerator, optimizer, scheduler, step)
-                if problem:
-                    if run_cfg.on_nonfinite == "stop":
-                        raise NonFinite(f"non-finite value at step {step}: {problem}; set run.on_nonfinite=skip to "
-                                        "skip such steps, or lower optim.lr")
-                    skipped_total += 1
-                metrics["nonfinite/skipped"] = skipped_total
-                if main and step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
-                    text = batch.meta["completion"][0]
-                    samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
-                                    "completion": text,
-                                    "correct": bool(env.is_correct(batch.meta["task"][0], text))
-                                    if hasattr(env, "is_correct") else None})
-                last.update(metrics)
-                if tracker:
-                    tracker.log_metrics(metrics, step)
-                bar.update(step, metrics)
-                stop = _agree(main and any(registry.hook.rlx_step_end(step=step, metrics=metrics)))
-                if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != steps:
-                    run_eval(step)
-                if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != steps:
-                    save_checkpoint(step)
-                if _agree(interrupts.requested):
-                    save_checkpoint(step)
-                    raise KeyboardInterrupt
-                if stop:
-                    break
-            if step >= start and can_eval:
+    with _Progress(steps, enabled=progress and main) as bar:
+        bar.update(step, last)
+        if can_eval and start == 1:
+            run_eval(0)
+        for step in range(start, steps + 1):
+            if hasattr(parts.objective, "on_step"):
+                parts.objective.on_step(step, steps)
+            batch, metrics, problem = train_step(parts, cfg, accelerator, optimizer, scheduler, step)
+            r.step = step
+            if problem:
+                if run_cfg.on_nonfinite == "stop":
+                    raise NonFinite(f"non-finite value at step {step}: {problem}; set run.on_nonfinite=skip to "
+                                    "skip such steps, or lower optim.lr")
+                skipped_total += 1
+            metrics["nonfinite/skipped"] = skipped_total
+            if main and step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
+                text = batch.meta["completion"][0]
+                samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
+                                "completion": text,
+                                "correct": bool(env.is_correct(batch.meta["task"][0], text))
+                                if hasattr(env, "is_correct") else None})
+            last.update(metrics)
+            if tracker:
+                tracker.log_metrics(metrics, step)
+            bar.update(step, metrics)
+            stop = _agree(main and any(registry.hook.rlx_step_end(step=step, metrics=metrics)))
+            if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != steps:
                 run_eval(step)
-    except KeyboardInterrupt:
-        status, error = "KILLED", f"interrupted (Ctrl-C) after step {step}; `rlx runs resume {run_id}` continues it"
-        raise
-    except RlxError as exc:
-        status, error = "FAILED", str(exc)
-        raise
-    except Exception as exc:
-        status, error = "FAILED", f"{type(exc).__name__}: {exc}"
-        raise RlxError(f"run {run_id} failed: {error}; rerun with --debug for the traceback") from exc
-    finally:
-        saves = run_cfg.save_policy and produces != "nothing"
-        policy_dir = _finish(accelerator, policy, tracker, catalog, registry, run_id, status, error, last,
-                             samples, curve, run_dir / "policy" if saves else None,
-                             parts.objective if main else None)
-    return RunResult(run_id, tracker.run_id if tracker else "", status, last, policy_dir, produces)
+            if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != steps:
+                save_checkpoint(step)
+            stop_if_signalled(step)
+            if stop:
+                break
+        if step >= start:
+            # the last step is checkpointed before the final evaluation and save: a run
+            # stopped from here on resumes without training again
+            save_checkpoint(step)
+        if can_eval and (step >= start or start > steps):
+            run_eval(step)
+        stop_if_signalled(step)
 
 
-def _finish(accelerator: Any, policy: Any, tracker: Any, catalog: Any, registry: Any, run_id: str, status: str,
-            error: str, last: dict[str, float], samples: list[dict[str, Any]], curve: list[list[Any]],
-            save_to: Path | None, objective: Any = None) -> str:
-    """Save the policy, flush tracking and record the final status, whatever happened."""
-    import tempfile
+def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, resume: Resume | None) -> list[str]:
+    """Save the policy of a finished run, then record how the run ended in the catalog and
+    in MLflow, whatever happened. Returns what could not be done, one line each."""
     from datetime import datetime, timezone
 
-    policy_dir = ""
-    if status == "FINISHED":
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process and save_to is not None:
-            policy.save(save_to)
-            if objective is not None:
-                objective.save_alongside(save_to)
-            policy_dir = str(save_to)
-            if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
-                tracker.log_artifacts(save_to, "policy")
-        if tracker and objective is not None:
-            with tempfile.TemporaryDirectory() as folder:
-                objective.artifacts(Path(folder))
-                if any(Path(folder).iterdir()):
-                    tracker.log_artifacts(Path(folder), None)
+    from rlx.interrupts import RunInterrupted
+
+    problems: list[str] = []
+    parts, tracker, main = r.parts, r.tracker, r.main
+    if r.status == "FINISHED" and parts is not None:
+        r.accelerator.wait_for_everyone()
+        bad = _nonfinite_parameters(parts.policy) if main else 0
+        if bad:
+            r.status = "FAILED"
+            r.error = (f"the trained policy has NaN or Inf in {bad} parameter tensors "
+                       f"({int(r.last.get('nonfinite/skipped', 0))} steps were skipped as non-finite); "
+                       "lower optim.lr, or set run.on_nonfinite=stop to stop at the first one")
+        saves = cfg.run.save_policy and r.produces != "nothing" and r.run_dir is not None
+        if r.status == "FINISHED" and main:
+            signals.phase = "save"
+            try:
+                _save_outputs(r, r.run_dir / "policy" if saves else None)
+            except RunInterrupted as exc:
+                r.status, r.interrupt, r.policy_dir = "KILLED", exc, ""
+                r.error = f"{exc.message} while the final policy was being saved"
+            except Exception as exc:
+                r.status, r.policy_dir = "FAILED", ""
+                r.error = f"saving the final policy failed: {type(exc).__name__}: {exc}"
+    signals.phase = "record"  # from here on signals wait: both stores must get the status
+    if r.status != "FINISHED" and r.run_dir is not None:
+        r.error = f"{r.error}; {_resume_hint(r.run_id, r.run_dir)}"
+    if not main:
+        return problems
     if tracker:
         try:
-            tracker.log_table(samples, "samples/generations.json")
-            tracker.log_curve(curve, "learning_curve.png")
-            if policy_dir:
-                tracker.set_tags({"rlx.checkpoint": policy_dir})
-        finally:
-            tracker.close(status)
-    if accelerator.is_main_process:
-        if catalog is not None:
-            catalog.update_run(run_id, status=status, metrics=last, policy_dir=policy_dir, error=error,
+            tracker.log_table(r.samples, "samples/generations.json")
+            tracker.log_curve(r.curve, "learning_curve.png")
+            if r.policy_dir:
+                tracker.set_tags({"rlx.checkpoint": r.policy_dir})
+        except Exception as exc:
+            problems.append(f"could not log the samples table or learning curve to MLflow: {_line(exc)}")
+    if catalog is not None and (r.opened or resume is not None):
+        try:
+            catalog.update_run(r.run_id, status=r.status, metrics=r.last, policy_dir=r.policy_dir, error=r.error,
                                ended_at=datetime.now(timezone.utc))
-        registry.hook.rlx_run_end(run_id=run_id, status=status, metrics=dict(last))
-    return policy_dir
+        except Exception as exc:
+            problems.append(f"the catalog could not record that run {r.run_id} {r.status}: {_line(exc)}")
+    if tracker:
+        try:
+            lost = tracker.close(r.status, r.error)
+            if lost:
+                problems.append(lost)
+        except Exception as exc:
+            problems.append(f"MLflow could not record that run {r.run_id} {r.status}: {_line(exc)}")
+    elif resume is not None and resume.mlflow_run_id:  # it stopped before it reopened its MLflow run
+        try:
+            from rlx.status import end_in_mlflow
+            from rlx.tracking import _client
+
+            end_in_mlflow(_client(resume.tracking_uri), resume.mlflow_run_id, r.status, r.error)
+        except Exception as exc:
+            problems.append(f"MLflow could not record that run {r.run_id} {r.status}: {_line(exc)}")
+    if r.opened or resume is not None:
+        try:
+            registry.hook.rlx_run_end(run_id=r.run_id, status=r.status, metrics=dict(r.last))
+        except Exception as exc:
+            problems.append(f"an rlx_run_end hook raised {_line(exc)}")
+    return problems
+
+
+def _save_outputs(r: _Run, save_to: Path | None) -> None:
+    """The final policy (or reward model) and the objective's artifacts, on disk and in MLflow."""
+    import tempfile
+
+    objective, tracker = r.parts.objective, r.tracker
+    if save_to is not None:
+        r.parts.policy.save(save_to)
+        objective.save_alongside(save_to)
+        r.policy_dir = str(save_to)
+        if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
+            tracker.log_artifacts(save_to, "policy")
+    if tracker:
+        with tempfile.TemporaryDirectory() as folder:
+            objective.artifacts(Path(folder))
+            if any(Path(folder).iterdir()):
+                tracker.log_artifacts(Path(folder), None)
+
+
+def _nonfinite_parameters(policy: Any) -> int:
+    """How many parameter tensors hold a NaN or Inf (a policy that must not be saved as trained)."""
+    import torch
+
+    with torch.no_grad():
+        return sum(1 for p in policy.model.parameters() if not bool(torch.isfinite(p).all()))
+
+
+def _resume_hint(run_id: str, run_dir: Path) -> str:
+    from rlx import checkpoint
+
+    newest = checkpoint.latest(run_dir / "checkpoints")
+    if newest is None:
+        return "it has no checkpoint to resume from; start it again"
+    return f"`rlx runs resume {run_id}` continues it from step {int(newest.name[len(checkpoint.PREFIX):])}"
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _warn(line: str) -> None:
+    try:
+        sys.stderr.write(f"warning: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the terminal is gone (SIGHUP)
+        pass
 
 
 def _adamw_kernel(kernel: str, policy_kind: str) -> dict[str, bool]:

@@ -41,6 +41,8 @@ def enabled() -> bool:
 def _client(uri: str) -> Any:
     import logging
 
+    # a run's output holds rlx's lines: no download/upload progress bars from MLflow
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     # MLflow's own INFO lines (schema migrations, ...) would bury the run's output;
@@ -52,10 +54,11 @@ def _client(uri: str) -> Any:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], artifact_root: Path | None = None):
+                 params: dict[str, Any], artifact_root: Path | None = None, rlx_run_id: str = ""):
         from rlx.home import store_lock
 
         self.uri = uri
+        self.rlx_run_id = rlx_run_id
         self._logged: dict[str, int] = {}
         self.enabled = enabled()
         if not self.enabled:
@@ -63,17 +66,21 @@ class Tracker:
             return
         try:
             with store_lock(uri):  # schema creation and "create the experiment if missing" race otherwise
-                self._create(experiment, run_name, tags, artifact_root)
+                self._create(experiment, run_name, {**tags, "rlx.status": "RUNNING"}, artifact_root)
         except RlxError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise RlxError(f"cannot reach the MLflow store '{uri}': {type(exc).__name__}: {first}; check "
+            raise RlxError(f"cannot reach the MLflow store '{uri}': {_first_line(exc)}; check "
                            "--tracking-uri or MLFLOW_TRACKING_URI") from None
-        self._log_params(params)
+        try:
+            self._log_params(params)
+        except Exception as exc:
+            self._end_quietly("FAILED", f"could not log the run's params: {_first_line(exc)}")
+            raise RlxError(f"cannot log to the MLflow store '{uri}': {_first_line(exc)}") from None
         self._start()
 
     def _create(self, experiment: str, run_name: str, tags: dict[str, str], artifact_root: Path | None) -> None:
+        _check_reachable(self.uri)
         self.client = _client(self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
@@ -84,32 +91,41 @@ class Tracker:
         self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
 
     @classmethod
-    def reopen(cls, uri: str, run_id: str) -> "Tracker":
+    def reopen(cls, uri: str, run_id: str, rlx_run_id: str = "") -> "Tracker":
         """Continue an existing run: steps it already holds are not logged again, so a
         resumed run has every step exactly once."""
         self = cls.__new__(cls)
-        self.uri, self.run_id, self._logged, self.enabled = uri, run_id, {}, enabled() and bool(run_id)
+        self.uri, self.run_id, self.rlx_run_id, self._logged = uri, run_id, rlx_run_id, {}
+        self.enabled = enabled() and bool(run_id)
         if not self.enabled:  # tracking off now, or when the run started (no MLflow run to continue)
             self.run_id = ""
             return self
-        self.client = _client(uri)
         try:
+            _check_reachable(uri)
+            self.client = _client(uri)
             run = self.client.get_run(run_id)
+            # metrics are stored in step order per key, so what is there is a prefix of steps
+            self._logged = {k: max(m.step for m in self.client.get_metric_history(run_id, k))
+                            for k in run.data.metrics}
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "rlx.status", "RUNNING")
+            if "rlx.error" in run.data.tags:
+                self.client.delete_tag(run_id, "rlx.error")
+        except RlxError:
+            raise
         except Exception as exc:
-            raise RlxError(f"cannot reopen MLflow run {run_id} in '{uri}': {str(exc).splitlines()[0]}") from None
-        # metrics are flushed in step order per key, so what is there is a prefix of steps
-        self._logged = {k: max(m.step for m in self.client.get_metric_history(run_id, k)) for k in run.data.metrics}
-        self.client.update_run(run_id, status="RUNNING")
+            raise RlxError(f"cannot reopen MLflow run {run_id} in '{uri}': {_first_line(exc)}") from None
         self._start()
         return self
 
     def _start(self) -> None:
         self._queue: queue.Queue[Item | threading.Event | None] = queue.Queue()
-        self._error: Exception | str | None = None
+        self._error: str | None = None
         # a writer process takes over once it is ready (it imports MLflow, ~2 s): metrics
-        # wait for it (see _HOLD_S); if it cannot start, is not ready in time or dies,
-        # this process writes from its own thread
-        self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id)
+        # wait for it (see _HOLD_S); if it cannot start, is not ready in time, dies or
+        # stalls, this process writes from its own thread, the writer's unanswered
+        # batches included
+        self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id, self.rlx_run_id)
         self._hold_until = time.monotonic() + _HOLD_S
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
@@ -134,6 +150,8 @@ class Tracker:
             stop = item is None
             if isinstance(item, list):
                 pending.extend(item)
+            if self._writer is not None and self._writer.dead:
+                self._take_over()
             urgent = stop or waiter is not None
             if pending and (urgent or len(pending) >= _MAX_BATCH or time.monotonic() - last >= _FLUSH_EVERY_S):
                 if self._send(pending, urgent):
@@ -150,32 +168,64 @@ class Tracker:
         writer = self._writer
         if writer is not None:
             if writer.ready():
-                if writer.send({"m": metrics}):
-                    return True
-                self._writer = None  # it died before taking these: write them here
-            elif not (urgent or writer.dead or len(metrics) >= _MAX_HELD or time.monotonic() > self._hold_until):
+                if not writer.send_metrics(metrics):
+                    self._take_over()  # it died: what it held, these included, is written here
+                return True
+            if not (urgent or writer.dead or len(metrics) >= _MAX_HELD or time.monotonic() > self._hold_until):
                 return False
+        self._write_here(metrics)
+        return True
+
+    def _write_here(self, metrics: list[tuple[str, float, int, int]]) -> None:
         from mlflow.entities import Metric
 
         from rlx.tracking_writer import send_with_retry
 
-        self._error = send_with_retry(self.client, self.run_id, [Metric(*m) for m in metrics], _MAX_BATCH) \
-            or self._error
-        return True
+        error = send_with_retry(self.client, self.run_id, [Metric(*m) for m in metrics], _MAX_BATCH)
+        if error is not None:
+            self._error = self._error or f"{type(error).__name__}: {_first_line(error)}"
+
+    def _take_over(self) -> None:
+        """The writer died or stalled: stop it and write what it took but never stored."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        held = writer.take_back()
+        if writer.errors:
+            self._error = self._error or writer.errors[0]
+        if held:
+            self._write_here(held)
 
     def _sync(self) -> None:
-        """Wait until the writer process has stored everything sent to it."""
+        """Wait until the writer process has answered for everything sent to it."""
         writer = self._writer
-        if writer is not None and writer.used and not writer.round_trip("flush", "ack"):
-            self._error = self._error or "the MLflow writer process stopped before storing every metric"
-            self._writer = None
+        if writer is not None and writer.used and not writer.round_trip("flush", "ack", timeout=_stall_s()):
+            self._take_over()
 
     def _stop_writer(self) -> None:
-        writer, self._writer = self._writer, None
+        writer = self._writer
+        if writer is not None and not writer.close():
+            self._take_over()
+        elif writer is not None:
+            self._writer = None
+            if writer.errors:
+                self._error = self._error or writer.errors[0]
+
+    def _wait(self, done: threading.Event | threading.Thread) -> bool:
+        """Wait for the drain thread; a writer that stalls past ``RLX_WRITER_STALL_S`` is
+        stopped (its held batches are then written here) rather than waited on forever."""
+        def finished(timeout: float) -> bool:
+            if isinstance(done, threading.Event):
+                return done.wait(timeout)
+            done.join(timeout)
+            return not done.is_alive()
+
+        if finished(_stall_s()):
+            return True
+        writer = self._writer
         if writer is not None:
-            error = writer.close()
-            if error:
-                self._error = self._error or error
+            writer.kill()  # unblocks a drain thread stuck writing to a full pipe
+        return finished(_stall_s() + 60)
 
     def flush(self) -> None:
         """Block until every metric queued so far is in the store (before a checkpoint:
@@ -184,7 +234,8 @@ class Tracker:
             return
         done = threading.Event()
         self._queue.put(done)
-        done.wait(timeout=300)
+        if not self._wait(done):
+            self._error = self._error or "the MLflow store did not take the metrics in time"
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
@@ -208,13 +259,19 @@ class Tracker:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
-        if not self.enabled:
-            return
-        if not rows:
+        """The rows as an MLflow table artifact, replacing any earlier one. (MLflow's own
+        ``log_table`` appends to an existing file, which a resumed run would fill with the
+        rows it already logged before it stopped, and it downloads the old file to do so.)"""
+        if not self.enabled or not rows:
             return
         columns = list(rows[0])
-        data = {c: [r.get(c) for r in rows] for c in columns}
-        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+        # the JSON layout MLflow's tables use (pandas' orient="split"), which its UI reads
+        table = {"columns": columns, "data": [[r.get(c) for c in columns] for r in rows]}
+        self.client.log_text(self.run_id, json.dumps(table), artifact_file)
+        logged = json.loads(self.client.get_run(self.run_id).data.tags.get("mlflow.loggedArtifacts", "[]"))
+        entry = {"path": artifact_file, "type": "table"}
+        if entry not in logged:
+            self.client.set_tag(self.run_id, "mlflow.loggedArtifacts", json.dumps([*logged, entry]))
 
     def log_curve(self, points: list[list[Any]], artifact_file: str) -> None:
         """The evaluation metric against the step, as a PNG in the run (one figure, not per step)."""
@@ -244,15 +301,61 @@ class Tracker:
             return
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
-    def close(self, status: str) -> None:
-        """Flush every metric, then mark the run FINISHED, FAILED or KILLED."""
+    def close(self, status: str, error: str = "") -> str | None:
+        """Store every metric, then end the run with ``status`` (rlx's word: FINISHED,
+        FAILED, KILLED) and ``error`` as its reason. Returns what went wrong with the
+        metrics, if anything, rather than raising: the run's status is recorded either way."""
         if not self.enabled:
-            return
+            return None
         self._queue.put(None)
-        self._thread.join(timeout=300)
-        self.client.set_terminated(self.run_id, status=status)
-        if self._error is not None:
-            raise RlxError(f"some metrics could not be sent to MLflow: {self._error}")
+        if not self._wait(self._thread):
+            self._error = self._error or "the MLflow store did not take the last metrics in time"
+        from rlx.status import end_in_mlflow
+
+        end_in_mlflow(self.client, self.run_id, status, error)
+        return f"some metrics could not be stored in MLflow: {self._error}" if self._error else None
+
+    def _end_quietly(self, status: str, error: str) -> None:
+        try:
+            from rlx.status import end_in_mlflow
+
+            end_in_mlflow(self.client, self.run_id, status, error)
+        except Exception:
+            pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _stall_s() -> float:
+    """How long a flush waits on the writer process before writing in-process instead."""
+    try:
+        return max(float(os.environ.get("RLX_WRITER_STALL_S", "120")), 0.1)
+    except ValueError:
+        return 120.0
+
+
+def _check_reachable(uri: str) -> None:
+    """An HTTP tracking server that does not answer fails within seconds, not after
+    MLflow's retries (minutes of silence)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: MLflow's own calls say what is wrong
+    except (OSError, ValueError) as exc:
+        from rlx.errors import UsageError
+
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(f"cannot reach the MLflow tracking server '{uri}': {reason}; start it "
+                         "(`mlflow server`) or check --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
 _spare: "_WriterProcess | None" = None  # started by prewarm(), taken by the next Tracker
@@ -271,32 +374,41 @@ def prewarm(uri: str | None = None) -> None:
 
 
 class _WriterProcess:
-    """``python -m rlx.tracking_writer``, fed JSON lines; its replies are read by a thread."""
+    """``python -m rlx.tracking_writer``, fed JSON lines; its replies are read by a thread.
+    Every batch of metrics is kept until the writer answers that it is stored."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.is_ready = self.dead = self.used = False
+        self.errors: list[str] = []  # batches the writer could not store
         self._tokens = 0
-        threading.Thread(target=self._read, name="rlx-mlflow-replies", daemon=True).start()
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._unanswered: dict[int, list[Any]] = {}
+        self._reader = threading.Thread(target=self._read, name="rlx-mlflow-replies", daemon=True)
+        self._reader.start()
 
     @classmethod
-    def start(cls, uri: str, run_id: str) -> "_WriterProcess | None":
+    def start(cls, uri: str, run_id: str, rlx_run_id: str = "") -> "_WriterProcess | None":
         if os.environ.get("RLX_TRACKING_WRITER", "process") != "process":
             return None
         global _spare
         spare, _spare = _spare, None
-        if spare is not None and spare.proc.poll() is None and spare.send({"open": [uri, run_id]}):
+        if spare is not None and spare.proc.poll() is None and spare.send({"open": [uri, run_id, rlx_run_id]}):
             spare.used = False
             return spare
-        return cls._spawn([uri, run_id])
+        return cls._spawn([uri, run_id, rlx_run_id])
 
     @classmethod
     def _spawn(cls, args: list[str]) -> "_WriterProcess | None":
         try:
+            # its own session: Ctrl-C at a terminal and a closed terminal's SIGHUP reach the
+            # training process, which ends the run; the writer must outlive them to store
+            # the step in flight (it also ignores them, for signals sent to a process group)
             proc = subprocess.Popen([sys.executable, "-m", "rlx.tracking_writer", *args],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True)
+                                    text=True, start_new_session=True)
         except OSError:
             return None
         return cls(proc)
@@ -305,9 +417,19 @@ class _WriterProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             try:
-                self.replies.put(json.loads(line))
+                msg = json.loads(line)
             except ValueError:  # not ours (a library printing to stdout)
                 continue
+            if not isinstance(msg, dict):
+                continue
+            if "stored" in msg or "failed" in msg:
+                with self._lock:
+                    self._unanswered.pop(msg.get("stored", msg.get("failed")), None)
+                if "failed" in msg:
+                    self.errors.append(str(msg.get("error")))
+                continue
+            self.replies.put(msg)
+        self.dead = True
         self.replies.put(None)
 
     def _next(self, timeout: float | None) -> dict[str, Any] | None:
@@ -338,6 +460,32 @@ class _WriterProcess:
         self.used = True
         return True
 
+    def send_metrics(self, metrics: list[Any]) -> bool:
+        """Hand over one batch; it stays with us until the writer says it is stored."""
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            self._unanswered[seq] = metrics
+        return self.send({"m": metrics, "seq": seq})
+
+    def take_back(self) -> list[Any]:
+        """Stop the writer and return the metrics it took but never said it stored."""
+        self.kill()
+        self._reader.join(timeout=10)  # every answer it gave before it stopped is counted
+        with self._lock:
+            held = [m for seq in sorted(self._unanswered) for m in self._unanswered[seq]]
+            self._unanswered.clear()
+        return held
+
+    def kill(self) -> None:
+        self.dead = True
+        try:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
     def round_trip(self, kind: str, answer: str, timeout: float = 300) -> dict[str, Any] | None:
         """Send ``{kind: n}`` and wait for the reply carrying ``answer``."""
         self._tokens += 1
@@ -353,17 +501,18 @@ class _WriterProcess:
                 return msg
         return None
 
-    def close(self) -> str | None:
-        """Stop it; an error if metrics it took were not all stored."""
+    def close(self) -> bool:
+        """Stop it; False if it did not answer for everything it took (then ``take_back``)."""
         if not self.ready():  # never took any metric: nothing to wait for
-            self.proc.kill()
-            self.proc.wait()
-            return None
-        reply = self.round_trip("close", "closed")
+            self.kill()
+            return True
+        reply = self.round_trip("close", "closed", timeout=_stall_s())
+        if reply is None:
+            return False
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        if reply is None:
-            return "the MLflow writer process stopped before storing every metric"
-        return reply["closed"]
+        self._reader.join(timeout=10)
+        with self._lock:
+            return not self._unanswered

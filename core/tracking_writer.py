@@ -4,20 +4,33 @@ MLflow's SQL store spends 0.15-0.5 ms of Python per metric in ``log_batch``; fro
 of the training process that is GIL time taken from training (about 7% of a CartPole PPO
 run's step time, measured). This process takes JSON lines on stdin and answers on stdout:
 
-    {"m": [[key, value, timestamp_ms, step], ...]}   log these
-    {"flush": n}                                      answer {"ack": n} once all before it are stored
-    {"close": 1}                                      store the rest, answer {"closed": error or null}, exit
+    {"m": [[key, value, timestamp_ms, step], ...], "seq": n}
+                            log these; answer {"stored": n}, or {"failed": n, "error": ...}
+    {"flush": n}            answer {"ack": n} once every batch before it is answered
+    {"close": 1}            answer {"closed": null} and exit
 
-and says {"ready": 1} once it can write. Run as ``python -m rlx.tracking_writer URI RUN_ID``,
-or started early with the store's URI alone (``rlx.tracking.prewarm``): it then imports
-MLflow and opens the store (~2 s of CPU) while the training process is still starting up,
-not while it trains, and waits for ``{"open": [URI, RUN_ID]}`` (end of input: it exits).
+and says {"ready": 1} once it can write. The training process keeps every batch until it
+is answered, so a writer that dies or stalls loses nothing: the batches it held are
+written again by the training process (MLflow drops exact duplicates).
+
+Run as ``python -m rlx.tracking_writer URI RUN_ID [RLX_RUN_ID]``, or started early with
+the store's URI alone (``rlx.tracking.prewarm``): it then imports MLflow and opens the
+store (~2 s of CPU) while the training process is still starting up, not while it trains,
+and waits for ``{"open": [URI, RUN_ID, RLX_RUN_ID]}`` (end of input: it exits).
+
+It ignores SIGINT, SIGTERM and SIGHUP: a terminal's Ctrl-C and a scheduler's SIGTERM go
+to the whole process group, and the training process still needs its writer to store
+the step in flight before it checkpoints and ends the run. It leaves when its input
+closes. Input that closes without ``close`` means the training process died (SIGKILL,
+out of memory): the writer stores what it was given, then ends the run CRASHED in MLflow
+and in the catalog, so neither says RUNNING for a process that is gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -39,7 +52,31 @@ def send_with_retry(client: Any, run_id: str, metrics: list[Any], max_batch: int
     return error
 
 
+def _ignore_group_signals() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _end_crashed(client: Any, run_id: str, rlx_run_id: str, parent: int) -> None:
+    """The training process ``parent`` is gone without ending its run: say so in both stores."""
+    from rlx.status import CRASHED_ERROR, end_crashed_in_catalog, end_in_mlflow
+
+    try:
+        end_in_mlflow(client, run_id, "CRASHED", CRASHED_ERROR)
+    except Exception:
+        pass  # the catalog's reaping retries it on the next `rlx runs list`
+    if rlx_run_id:
+        try:
+            end_crashed_in_catalog(rlx_run_id, parent)
+        except Exception:
+            pass
+
+
 def main(argv: list[str]) -> int:
+    _ignore_group_signals()
+    parent = os.getppid()
     try:  # below the training process: its steps come first, the store can wait (a flush or
         os.nice(10)  # the run's end waits on this process, but training is idle then)
     except (AttributeError, OSError):
@@ -48,8 +85,10 @@ def main(argv: list[str]) -> int:
 
     from rlx.tracking import _MAX_BATCH, _client
 
-    if len(argv) == 2:
-        uri, run_id = argv
+    rlx_run_id = ""
+    if len(argv) >= 2:
+        uri, run_id = argv[:2]
+        rlx_run_id = argv[2] if len(argv) > 2 else ""
         client = _client(uri)
     else:  # prewarmed: the run is named once the training process has created it
         client, early = None, argv[0] if argv else None
@@ -65,7 +104,9 @@ def main(argv: list[str]) -> int:
         line = sys.stdin.readline()
         if not line:
             return 0
-        uri, run_id = json.loads(line)["open"]
+        opened = json.loads(line)["open"]
+        uri, run_id = opened[0], opened[1]
+        rlx_run_id = opened[2] if len(opened) > 2 else ""
         if client is None or uri != early:
             client = _client(uri)
     try:  # the run's first batch then finds the store open
@@ -73,29 +114,50 @@ def main(argv: list[str]) -> int:
     except Exception:
         pass  # log_batch reports what is wrong
     out = sys.stdout
+    deaf = False  # the training process closed its end: keep storing, stop answering
 
     def say(msg: dict[str, Any]) -> None:
-        out.write(json.dumps(msg) + "\n")
-        out.flush()
+        nonlocal deaf
+        if deaf:
+            return
+        try:
+            out.write(json.dumps(msg) + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            deaf = True
 
     say({"ready": 1})
-    error: Exception | None = None
+    closed = False
     for line in sys.stdin:
         msg = json.loads(line)
         if "m" in msg:
-            error = send_with_retry(client, run_id, [Metric(*m) for m in msg["m"]], _MAX_BATCH) or error
+            error = send_with_retry(client, run_id, [Metric(*m) for m in msg["m"]], _MAX_BATCH)
+            if error is None:
+                say({"stored": msg.get("seq")})
+            else:
+                say({"failed": msg.get("seq"), "error": f"{type(error).__name__}: {error}"})
         if "flush" in msg:
             say({"ack": msg["flush"]})
         if "close" in msg:
+            closed = True
             break
-    say({"closed": f"{type(error).__name__}: {error}" if error else None})
+    if closed:
+        say({"closed": None})
+    elif os.getppid() != parent:
+        _end_crashed(client, run_id, rlx_run_id, parent)
     return 0
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
+    try:
+        code = main(sys.argv[1:])
+    except BrokenPipeError:  # the training process is gone and so is its end of the pipe
+        code = 0
     # everything is stored and answered: skip the interpreter's teardown (MLflow's exit
     # handlers take ~1 s, which the training process would wait for at the end of a run)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
     os._exit(code)

@@ -8,7 +8,10 @@ and is used only while nothing that load depended on has changed: the modificati
 and size of every ``sys.path`` directory (installing or removing a distribution changes
 its folder), of each plugin distribution's ``METADATA`` and ``entry_points.txt``, and of
 every module file of rlx and of each plugin's top-level package. A load in which any
-plugin failed is not cached, so a broken plugin is retried (and reported) every time.
+plugin failed is not cached, so a broken plugin is retried (and reported) every time; one
+whose import hangs costs ``RLX_PLUGIN_TIMEOUT`` on each full load (rlx.registry.plugins),
+and so the built-in commands do not ask for the summary just to find plugin commands
+(rlx.cli.main).
 ``RLX_PLUGIN_CACHE=0`` turns the cache off.
 """
 

@@ -8,7 +8,6 @@ import os
 import socket
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -53,15 +52,36 @@ class RunRecord(RunJson, SQLModel, table=True):
     host: str = ""
     pid: int = 0
     pid_started: float = 0.0
+    num_processes: int = 1  # a resume runs with as many: each rank's RNG state and data slice
+    accelerate_config: str = ""  # the --accelerate-config file it was launched with
     error: str = ""
     created_at: datetime = Field(default_factory=_now)
     ended_at: Optional[datetime] = None
 
 
+def _end_in_mlflow(rec: Any, status: str, error: str) -> None:
+    """Say in the run's MLflow store what the catalog says; quietly, where the store is
+    gone (the catalog keeps the truth, and a resume sets both again)."""
+    if not rec.mlflow_run_id:
+        return
+    try:
+        from rlx.status import end_in_mlflow
+        from rlx.tracking import _client
+
+        client = _client(rec.tracking_uri)
+        if client.get_run(rec.mlflow_run_id).info.status == "RUNNING":
+            end_in_mlflow(client, rec.mlflow_run_id, status, error)
+    except Exception:
+        pass
+
+
 class Catalog:
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            path = Path(url[len("sqlite:///"):])
+        from rlx.home import sqlite_path
+        from rlx.registry.catalog_read import db_timeout
+
+        path = sqlite_path(url)  # percent-decoded, as SQLAlchemy opens it
+        if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -69,7 +89,7 @@ class Catalog:
                                  "set RLX_HOME to a writable directory") from None
         self.url = url
         # SQLite waits this long for another process's write lock before giving up
-        wait = float(os.environ.get("RLX_DB_TIMEOUT", "30"))
+        wait = db_timeout()
         self.engine = create_engine(url, connect_args={"timeout": wait} if url.startswith("sqlite") else {})
         try:
             from rlx.home import store_lock
@@ -77,6 +97,7 @@ class Catalog:
             with store_lock(url):  # several processes may open a new catalog at once
                 SQLModel.metadata.create_all(self.engine)
                 self._add_missing_columns()
+                self._follow_home()
         except RlxError:
             raise
         except Exception as exc:
@@ -85,6 +106,21 @@ class Catalog:
                                "or raise RLX_DB_TIMEOUT (seconds to wait, default 30)") from None
             raise RlxError(f"cannot open the catalog '{url}': {str(exc).splitlines()[0]}; "
                            "check RLX_HOME / RLX_CATALOG_URL") from None
+
+    def _follow_home(self) -> None:
+        """The home's own catalog, in a home that was moved or copied: its stored paths follow
+        (rlx.registry.relocation)."""
+        import sys
+
+        from rlx.home import home, sqlite_path
+
+        if os.environ.get("RLX_CATALOG_URL") or sqlite_path(self.url) != home() / "catalog.db":
+            return
+        from rlx.registry.relocation import follow
+
+        note = follow(home())
+        if note:
+            sys.stderr.write(f"note: {note}\n")
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -120,21 +156,49 @@ class Catalog:
             s.commit()
 
     def mark_running(self, run_id: str) -> None:
-        """A resumed run: this process now owns it."""
+        """A resumed run: this process now owns it (it was claimed with ``claim``)."""
         self.update_run(run_id, status="RUNNING", host=socket.gethostname(), pid=os.getpid(),
                         pid_started=_started(os.getpid()), ended_at=None, error="")
 
+    def claim(self, run_id: str) -> bool:
+        """Take an ended, unfinished run for this process to resume; False if it is not
+        resumable any more (another process claimed it first, or it finished). One
+        statement, so two resumes racing cannot both win."""
+        from sqlalchemy import update
+
+        from rlx.status import RESUMABLE
+
+        stmt = (update(RunRecord).where(RunRecord.id == run_id, RunRecord.status.in_(RESUMABLE))  # type: ignore
+                .values(status="RUNNING", host=socket.gethostname(), pid=os.getpid(),
+                        pid_started=_started(os.getpid()), ended_at=None, error=""))
+        with self._session() as s:
+            claimed = s.exec(stmt).rowcount == 1  # type: ignore[call-overload]
+            s.commit()
+        return claimed
+
+    def end_if_owned(self, run_id: str, pid: int, status: str, error: str) -> bool:
+        """End a RUNNING run that process ``pid`` still owns (a resume may have taken it over)."""
+        from sqlalchemy import update
+
+        stmt = (update(RunRecord).where(RunRecord.id == run_id, RunRecord.status == "RUNNING",  # type: ignore
+                                        RunRecord.pid == pid)
+                .values(status=status, error=error, ended_at=_now()))
+        with self._session() as s:
+            ended = s.exec(stmt).rowcount == 1  # type: ignore[call-overload]
+            s.commit()
+        return ended
+
     def _reap(self, rows: list[RunRecord]) -> None:
         """RUNNING rows whose process is gone from this host are CRASHED (SIGKILL, OOM,
-        power loss leave no chance to say so)."""
+        power loss leave no chance to say so), in the catalog and in MLflow."""
+        from rlx.status import CRASHED_ERROR
+
         host = socket.gethostname()
-        dead = [r.id for r in rows if r.status == "RUNNING" and r.host == host and not _alive(r.pid, r.pid_started)]
-        for run_id in dead:
-            self.update_run(run_id, status="CRASHED", error="the process died without ending the run "
-                            "(killed, out of memory, or power loss); `rlx runs resume` continues it")
-        for r in rows:
-            if r.id in dead:
-                r.status = "CRASHED"
+        dead = [r for r in rows if r.status == "RUNNING" and r.host == host and not _alive(r.pid, r.pid_started)]
+        for r in dead:
+            if self.end_if_owned(r.id, r.pid, "CRASHED", CRASHED_ERROR):
+                _end_in_mlflow(r, "CRASHED", CRASHED_ERROR)
+            r.status, r.error = "CRASHED", CRASHED_ERROR
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self._session() as s:
@@ -165,12 +229,17 @@ class Catalog:
         return rows[:limit]
 
     def get_run(self, prefix: str) -> RunRecord:
+        from rlx.registry.catalog_read import run_prefix
+
+        given, prefix = prefix, run_prefix(prefix)
         with self._session() as s:
-            rows = list(s.exec(select(RunRecord).where(RunRecord.id.startswith(prefix))))  # type: ignore[attr-defined]
+            # autoescape: a prefix is text, never a LIKE pattern (run_prefix admits none anyway)
+            q = select(RunRecord).where(RunRecord.id.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
+            rows = list(s.exec(q))
         if not rows:
-            raise UsageError(f"no run '{prefix}' in the catalog; list runs with `rlx runs list`")
+            raise UsageError(f"no run '{given}' in the catalog; list runs with `rlx runs list`")
         if len(rows) > 1:
-            raise UsageError(f"run id '{prefix}' is ambiguous ({len(rows)} runs); give more characters")
+            raise UsageError(f"run id '{given}' is ambiguous ({len(rows)} runs); give more characters")
         self._reap(rows)
         return rows[0]
 

@@ -12,16 +12,33 @@ A column an older catalog lacks reads as ``None``, as it would after ``Catalog``
 from __future__ import annotations
 
 import json
-import os
+import re
 import socket
 import sqlite3
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from rlx.errors import RlxError
+from rlx.errors import RlxError, UsageError
 
 _DATES = ("created_at", "ended_at")
+_RUN_ID = re.compile(r"[0-9a-f]{1,12}")  # run ids are 12 lowercase hex digits
+
+
+def db_timeout() -> float:
+    """Seconds SQLite waits for another process's write lock: ``RLX_DB_TIMEOUT``, default 30."""
+    from rlx.home import env_seconds
+
+    return env_seconds("RLX_DB_TIMEOUT", 30.0)
+
+
+def run_prefix(prefix: str) -> str:
+    """A run id or a prefix of one, lowercased; a UsageError for anything else (ids are
+    hex: ``%`` or ``_`` must not reach a LIKE pattern, and a typo is told as such)."""
+    norm = prefix.strip().lower()
+    if not _RUN_ID.fullmatch(norm):
+        raise UsageError(f"no run '{prefix}': run ids are 12 hex digits (0-9, a-f), or a prefix of one; "
+                         "list runs with `rlx runs list`")
+    return norm
 
 
 def _started(pid: int) -> float:
@@ -74,12 +91,12 @@ class RunRow(RunJson):
 
 
 def _query(url: str, sql: str, params: tuple[Any, ...]) -> list[RunRow] | None:
-    if not url.startswith("sqlite:///"):
+    from rlx.home import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
         return None
-    path = Path(url[len("sqlite:///"):])
-    if not path.is_file():
-        return None
-    wait = float(os.environ.get("RLX_DB_TIMEOUT", "30"))
+    wait = db_timeout()
     try:
         con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=wait)
     except sqlite3.Error:
@@ -133,8 +150,9 @@ def list_runs(url: str, *, objective: str | None = None, reward: str | None = No
 def get_run(url: str, prefix: str) -> RunRow | None:
     """``Catalog.get_run`` for an unambiguous prefix; ``None`` where ``Catalog`` must answer
     (including the errors for no match and an ambiguous prefix)."""
-    # the same match as Catalog's ``RunRecord.id.startswith(prefix)`` (SQLite's LIKE)
-    rows = _query(url, "SELECT * FROM runs WHERE id LIKE (? || '%')", (prefix,))
+    prefix = run_prefix(prefix)
+    # a plain comparison, not LIKE: the same rows as Catalog.get_run
+    rows = _query(url, "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", (len(prefix), prefix))
     if rows is None or len(rows) != 1:
         return None
     _reaped(url, rows)

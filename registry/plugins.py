@@ -1,7 +1,8 @@
 """Finds plugins through the ``rlx`` entry-point group and turns names into components.
 
 Built-ins and third-party plugins take the same path. A plugin whose import or
-registration raises is recorded with its error and skipped; the others keep working.
+registration raises, or whose import does not finish within ``RLX_PLUGIN_TIMEOUT``
+seconds (default 30), is recorded with its error and skipped; the others keep working.
 ``RLX_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Iterable
@@ -27,6 +30,19 @@ _HOOK_FOR_KIND = {
     "environment": "rlx_register_environments",
     "policy": "rlx_register_policies",
 }
+# what a built component must be an instance of: the loop calls these interfaces' methods
+_INTERFACE_FOR_KIND = {
+    "objective": ("rlx.objective", "Objective"),
+    "reward": ("rlx.reward", "RewardSource"),
+    "environment": ("rlx.environment", "Environment"),
+    "policy": ("rlx.policy", "Policy"),
+}
+# long enough for a plugin module that imports torch at the top from a cold disk; a
+# module that takes longer is stuck (waiting on a lock, a network mount, a sleep)
+IMPORT_TIMEOUT_S = 30.0
+# modules whose import was abandoned: their import lock is still held by the stuck
+# thread, so importing them again in this process would block for good
+_stuck: dict[str, float] = {}
 
 
 class EmptyConfig(BaseModel):
@@ -65,7 +81,21 @@ class ComponentSpec:
         return obj
 
     def build(self, config: BaseModel, **kwargs: Any) -> Any:
-        return self.load()(config, **kwargs)
+        """The component, checked against its kind's interface: a factory that returns
+        something else would otherwise fail far away, in the middle of a run."""
+        built = self.load()(config, **kwargs)
+        module, name = _INTERFACE_FOR_KIND[self.kind]
+        interface = getattr(importlib.import_module(module), name)
+        if not isinstance(built, interface):
+            got = repr(built)
+            got = got if len(got) <= 60 else got[:57] + "..."
+            factory = self.factory if isinstance(self.factory, str) else getattr(
+                self.factory, "__qualname__", repr(self.factory))
+            raise PluginError(
+                f"plugin '{self.plugin}': {self.kind} '{self.name}' (factory {factory}) returned "
+                f"{type(built).__name__} {got}, not a {module}.{name}; fix the plugin or disable it with "
+                f"RLX_DISABLE_PLUGINS={self.plugin}")
+        return built
 
 
 @dataclass
@@ -86,6 +116,68 @@ def disabled_plugins() -> set[str]:
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
+def import_timeout() -> float:
+    """Seconds a plugin's import may take: ``RLX_PLUGIN_TIMEOUT``, default ``IMPORT_TIMEOUT_S``."""
+    from rlx.home import env_seconds
+
+    return env_seconds("RLX_PLUGIN_TIMEOUT", IMPORT_TIMEOUT_S, positive=True)
+
+
+def _module(ep: EntryPoint) -> str:
+    return ep.value.split(":")[0].strip()
+
+
+def load_entry_points(eps: list[EntryPoint], timeout: float) -> list[tuple[str, Any]]:
+    """``ep.load()`` of each entry point, in order, as ``("ok", plugin)``, ``("error",
+    exception)`` or ``("stuck", message)``. The imports run in a daemon thread: one that is
+    still running after ``timeout`` seconds is abandoned with its thread (Python cannot
+    stop it; it dies with the process) and the rest go on in a new thread. One thread for
+    them all, not one each: a thread per plugin costs more than the imports themselves."""
+    out: list[tuple[str, Any] | None] = [None] * len(eps)
+    cond = threading.Condition()
+    while True:
+        for i, ep in enumerate(eps):  # a stuck module's lock is held: importing it again would block
+            if out[i] is None and _module(ep) in _stuck:
+                out[i] = ("stuck", _stuck_message(_stuck[_module(ep)]))
+        todo = [i for i, o in enumerate(out) if o is None]
+        if not todo:
+            return out  # type: ignore[return-value]
+        now: dict[str, Any] = {"i": None, "since": time.monotonic(), "done": False, "abandoned": False}
+
+        def work(todo: list[int] = todo, now: dict[str, Any] = now) -> None:
+            for i in todo:
+                with cond:
+                    if now["abandoned"]:
+                        return
+                    now["i"], now["since"] = i, time.monotonic()
+                try:
+                    got: tuple[str, Any] = ("ok", eps[i].load())
+                except BaseException as exc:  # handed to the caller, who decides what is fatal
+                    got = ("error", exc)
+                with cond:
+                    if now["abandoned"]:  # finished after all, too late: reported as stuck
+                        return
+                    out[i] = got
+            with cond:
+                now["done"] = True
+                cond.notify_all()
+
+        threading.Thread(target=work, name="rlx-plugin-imports", daemon=True).start()
+        with cond:
+            while not now["done"]:
+                left = now["since"] + timeout - time.monotonic()
+                if left <= 0 and now["i"] is not None:
+                    now["abandoned"] = True
+                    _stuck[_module(eps[now["i"]])] = timeout
+                    out[now["i"]] = ("stuck", _stuck_message(timeout))
+                    break
+                cond.wait(max(left, 0.01))
+
+
+def _stuck_message(timeout: float) -> str:
+    return f"import did not finish within {timeout:g} s (RLX_PLUGIN_TIMEOUT)"
+
+
 class Registry:
     """All loaded plugins and the components they registered."""
 
@@ -103,8 +195,11 @@ class Registry:
         def order(ep: EntryPoint) -> tuple[bool, str]:
             return (self._dist(ep)[0] != "rlx", ep.name)
 
-        for ep in sorted(eps if eps is not None else entry_points(group="rlx"), key=order):
-            self._load(ep, blocked)
+        timeout = import_timeout()
+        admitted = [ep for ep in sorted(eps if eps is not None else entry_points(group="rlx"), key=order)
+                    if self._admit(ep, blocked)]
+        for ep, outcome in zip(admitted, load_entry_points(admitted, timeout)):
+            self._load(ep, outcome)
         for kind in KINDS:
             self._collect(kind)
 
@@ -119,25 +214,39 @@ class Registry:
             known = self._dists[id(dist)] = (meta["Name"], meta["Version"])
         return known
 
-    def _load(self, ep: EntryPoint, blocked: set[str]) -> None:
+    def _admit(self, ep: EntryPoint, blocked: set[str]) -> bool:
+        """Record the plugin; True if it is to be imported (not disabled, not a duplicate)."""
         distribution, version = self._dist(ep)
         info = PluginInfo(name=ep.name, module=ep.value, distribution=distribution, version=version,
                           dist_path=str(getattr(getattr(ep, "dist", None), "_path", "") or ""))
         if ep.name in self.plugins:
             info.status, info.error = "error", f"entry point name '{ep.name}' is used twice"
             self.plugins[f"{ep.name}({info.distribution})"] = info
-            return
+            return False
         self.plugins[ep.name] = info
         if ep.name in blocked:
             info.status = "disabled"
+            return False
+        return True
+
+    def _load(self, ep: EntryPoint, outcome: tuple[str, Any]) -> None:
+        """Register an imported plugin's hooks, or record why it has none."""
+        info = self.plugins[ep.name]
+        kind, value = outcome
+        if kind == "stuck":
+            info.status, info.error = "error", value
+            return
+        if kind == "error":
+            if not isinstance(value, Exception):  # SystemExit, KeyboardInterrupt: not the plugin's to swallow
+                raise value
+            info.status, info.error = "error", f"{type(value).__name__}: {value}"
             return
         try:
-            plugin = ep.load()
-            self.pm.register(plugin, name=ep.name)
+            self.pm.register(value, name=ep.name)
         except Exception as exc:
             info.status, info.error = "error", f"{type(exc).__name__}: {exc}"
             return
-        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(value) or [])
 
     def _collect(self, kind: str) -> None:
         caller = getattr(self.pm.hook, _HOOK_FOR_KIND[kind])

@@ -41,6 +41,9 @@ ODD_PLUGINS = textwrap.dedent('''
     class Inf(RewardSource):
         def score(self, batch): return torch.full((len(batch),), math.inf)
 
+    class Huge(RewardSource):  # finite, but the advantages overflow float32
+        def score(self, batch): return torch.tensor([3e38 if i % 2 else -3e38 for i in range(len(batch))])
+
     @hookimpl
     def rlx_register_environments(register):
         register("cartpoleish", Control, kind="control")
@@ -51,6 +54,8 @@ ODD_PLUGINS = textwrap.dedent('''
         register("raises", Raises)
         register("allnan", AllNaN)
         register("inf", Inf)
+        register("huge", Huge)
+        register("wrongtype", lambda config, **kw: "not a reward source")
 ''')
 
 
@@ -61,7 +66,8 @@ def world(tmp_path_factory):
     home = root / "home"
     home.mkdir()
     site = make_plugin(root / "site", "odd", ODD_PLUGINS)
-    done = rlx("run", *TINY, "--experiment", "keep", home=home)
+    # a run name with rich markup in it: `rlx runs show` prints it as text
+    done = rlx("run", *TINY, "--experiment", "keep", "--set", "run.name=lr[/0.1]", home=home)
     assert done.returncode == 0, done.stderr
     (root / "dir.toml").mkdir()
     (root / "binary.toml").write_bytes(b"\xff\xfe\x00garbage\x9c")
@@ -69,6 +75,11 @@ def world(tmp_path_factory):
     (root / "badsection.toml").write_text("[model]\nlr = 1\n")
     (root / "badtype.toml").write_text("[run]\nsteps = 'ten'\n")
     (root / "accel.yaml").write_text("compute_environment: [unclosed\n")
+    (root / "deep.toml").write_text("x = " + "[" * 100_000)
+    (root / "reward_scalar.toml").write_text("[reward]\nverifier = 3\n")
+    (root / "reward_top.toml").write_text("reward = 3\n")
+    (root / "empty.jsonl").write_text("")
+    (root / "latin1.jsonl").write_bytes('{"prompt": "café 1+1", "answer": "2"}\n'.encode("latin-1"))
     return {"home": home, "site": site, "root": root}
 
 
@@ -112,8 +123,8 @@ CASES = [
      ["non-finite value at step 1", "reward 'allnan' returned NaN for every sample", "on_nonfinite=skip"]),
     ("reward Inf", ["run", "--reward", "inf", "--set", "run.on_nonfinite=stop", *TINY], 1,
      ["non-finite value at step 1", "Inf or NaN"]),
-    ("exploding update", ["run", "--set", "optim.lr=1e30", "--set", "run.on_nonfinite=stop", *TINY, "--steps", "4"], 1,
-     ["non-finite value at step", "NaN or Inf", "optim.lr"]),
+    ("exploding update", ["run", "--reward", "huge", "--set", "objective.scale_rewards=none", "--set",
+                          "run.on_nonfinite=stop", *TINY], 1, ["non-finite value at step", "NaN or Inf", "optim.lr"]),
     ("disabled plugin", ["run", "--reward", "prm"], 2, ["prm", "disabled"]),
     ("show unknown run", ["runs", "show", "doesnotexist"], 2, ["no run 'doesnotexist'", "rlx runs list"]),
     ("resume unknown run", ["runs", "resume", "doesnotexist"], 2, ["no run 'doesnotexist'"]),
@@ -122,8 +133,46 @@ CASES = [
      ["nope.yaml", "does not exist"]),
     ("accelerate config malformed", ["run", "--accelerate-config", "{root}/accel.yaml"], 2, ["not valid YAML"]),
     ("zero processes", ["run", "--num-processes", "0"], 2, ["--num-processes"]),
+    # --dry-run: where a check is missing, the case ends at once instead of training
+    ("negative seed", ["run", "--seed", "-1", "--dry-run"], 2, ["run.seed", "0 to 4294967295", "got -1"]),
+    ("huge seed", ["run", "--seed", "99999999999999999999", "--dry-run"], 2, ["run.seed", "0 to 4294967295"]),
+    ("reward not a table", ["run", "--set", "reward.verifier=1", "--dry-run"], 2,
+     ["reward.verifier must be a table", "--set reward.verifier.weight=1"]),
+    ("TOML reward scalar", ["run", "--config", "{root}/reward_scalar.toml", "--dry-run"], 2,
+     ["reward_scalar.toml", "reward.verifier must be a table", "[reward.verifier]"]),
+    ("TOML reward top-level scalar", ["run", "--config", "{root}/reward_top.toml", "--dry-run"], 2,
+     ["reward_top.toml", "'reward' must be a table", "int 3"]),
+    ("TOML nested too deep", ["run", "--config", "{root}/deep.toml", "--dry-run"], 2,
+     ["deep.toml", "not valid TOML", "nest too deeply"]),
+    ("empty experiment", ["run", "--experiment", "", "--dry-run"], 2, ["run.experiment", "needs a name"]),
+    ("experiment path", ["run", "--experiment", "../../x", "--dry-run"], 2,
+     ["run.experiment", "'/' is not allowed", "not a path"]),
+    ("experiment absolute path", ["run", "--experiment", "/abs/dir", "--dry-run"], 2, ["run.experiment", "'/'"]),
+    ("experiment too long", ["run", "--experiment", "x" * 300, "--dry-run"], 2,
+     ["run.experiment", "at most 200 bytes"]),
+    ("run name too long", ["run", "--set", "run.name=" + "n" * 300, "--dry-run"], 2, ["run.name", "250 characters"]),
+    ("lr inf", ["run", "--set", "optim.lr=inf", "--dry-run"], 2, ["optim.lr: must be a finite number (got inf)"]),
+    ("lr nan", ["run", "--set", "optim.lr=nan", "--dry-run"], 2, ["optim.lr: must be a finite number (got nan)"]),
+    ("lr too large", ["run", "--set", "optim.lr=1e39", "--dry-run"], 2, ["optim.lr", "less than or equal to 1"]),
+    ("plugin field inf", ["run", "--set", "objective.beta=inf", "--dry-run"], 2,
+     ["objective.beta: must be a finite number (got inf)"]),
+    ("empty prompts file", ["run", "--env", "prompts", "--set", "env.path={root}/empty.jsonl", "--reward", "verifier",
+                            *TINY], 2, ["empty.jsonl", "is empty"]),
+    ("non-UTF-8 prompts file", ["run", "--env", "prompts", "--set", "env.path={root}/latin1.jsonl", "--reward",
+                                "verifier", *TINY], 2, ["latin1.jsonl", "not UTF-8", "line 1"]),
+    ("empty preferences file", ["run", "--objective", "dpo", "--env", "preferences", "--set",
+                                "env.path={root}/empty.jsonl", "--steps", "1", "--no-progress"], 2,
+     ["empty.jsonl", "is empty"]),
+    ("factory returns wrong type", ["run", "--reward", "wrongtype", *TINY], 3,
+     ["plugin 'odd'", "reward 'wrongtype'", "returned str", "rlx.reward.RewardSource", "RLX_DISABLE_PLUGINS=odd"]),
+    ("bad RLX_DB_TIMEOUT", ["runs", "list"], 2, ["RLX_DB_TIMEOUT='soon'", "number of seconds"]),
+    ("negative --limit", ["runs", "list", "--limit", "-1"], 2, ["--limit", "1"]),
+    ("bad --status", ["runs", "list", "--status", "BOGUS"], 2,
+     ["'BOGUS'", "RUNNING, FINISHED, FAILED, KILLED, CRASHED"]),
+    ("run id %", ["runs", "show", "%"], 2, ["no run '%'", "hex digits"]),
+    ("run id _", ["runs", "show", "_"], 2, ["no run '_'", "hex digits"]),
 ]
-ENV = {"disabled plugin": {"RLX_DISABLE_PLUGINS": "prm"}}
+ENV = {"disabled plugin": {"RLX_DISABLE_PLUGINS": "prm"}, "bad RLX_DB_TIMEOUT": {"RLX_DB_TIMEOUT": "soon"}}
 
 
 @pytest.mark.parametrize("name,args,code,words", CASES, ids=[c[0] for c in CASES])
@@ -136,6 +185,16 @@ def test_bad_input(world, name, args, code, words):
     assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr
     for w in words:
         assert w in errors[0], (w, errors[0])
+
+
+def test_show_prints_markup_as_text(world):
+    """`rlx runs show` of the run named ``lr[/0.1]``: rich must not read it as a closing tag."""
+    runs = json.loads(rlx("runs", "list", "--json", home=world["home"]).stdout)
+    kept = [r for r in runs if r["experiment"] == "keep"][0]
+    assert kept["name"] == "lr[/0.1]"
+    proc = rlx("runs", "show", kept["id"], home=world["home"])
+    assert proc.returncode == 0, proc.stderr
+    assert "lr[/0.1]" in proc.stdout.splitlines()[0] and "Traceback" not in proc.stderr
 
 
 def test_at_least_25_cases():

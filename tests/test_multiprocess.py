@@ -4,9 +4,15 @@ and the same parameters as one process with twice the per-process batch."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
-from _cli import rlx
+from _cli import cli_env, make_plugin, rlx
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +86,59 @@ def test_accelerate_config_file_is_passed_through(tmp_path):
 
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(runs[0]["mlflow_run_id"])
     assert run.data.tags["rlx.num_processes"] == "2" and run.info.status == "FINISHED"
+
+
+PAUSE_AT = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+    from rlx.hookspecs import hookimpl
+
+    @hookimpl
+    def rlx_step_end(step, metrics):
+        if os.environ.get("RLX_TEST_PAUSE_AT") == str(step):
+            Path(os.environ["RLX_TEST_MARKER"]).write_text(str(step))
+            time.sleep(3)  # the step stays in flight while the test presses Ctrl-C
+''')
+
+
+def test_ctrl_c_then_resume_keeps_two_processes(tmp_path):
+    """Ctrl-C at the terminal reaches the ranks once (through rlx, not also through torch's
+    launcher): they checkpoint together and the run ends KILLED. `rlx runs resume` then runs
+    it in two processes again, and it ends where the uninterrupted run does."""
+    site = make_plugin(tmp_path / "site", "pause", PAUSE_AT)
+    args = [*COMMON, "--num-processes", "2", "--set", "run.batch_size=2"]
+    straight = rlx(*args, "--experiment", "straight", home=tmp_path, paths=[site])
+    assert straight.returncode == 0, straight.stderr
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-m", "rlx.cli.main", *args, "--experiment", "cut"],
+                            env=cli_env(tmp_path, [site], RLX_TEST_PAUSE_AT="2", RLX_TEST_MARKER=str(marker)),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "KILLED: interrupted by SIGINT after step 2" in err and "Traceback" not in err
+    runs = {r["experiment"]: r for r in json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)}
+    assert runs["cut"]["status"] == "KILLED" and runs["cut"]["checkpoint"].endswith("step_00000002")
+
+    resumed = rlx("runs", "resume", runs["cut"]["id"], "--no-progress", home=tmp_path, paths=[site])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "in 2 processes" in resumed.stderr
+    runs = {r["experiment"]: r for r in json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)}
+    assert runs["cut"]["status"] == "FINISHED"
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for key in ("reward/mean", "loss/policy"):
+        a = sorted((m.step, m.value) for m in client.get_metric_history(runs["straight"]["mlflow_run_id"], key))
+        b = sorted((m.step, m.value) for m in client.get_metric_history(runs["cut"]["mlflow_run_id"], key))
+        assert [s for s, _ in b] == [s for s, _ in a] == [1, 2, 3, 4], key
+        assert [v for _, v in b] == pytest.approx([v for _, v in a], abs=1e-6), key
+    wa = load_file(f"{runs['straight']['policy_dir']}/model.safetensors")
+    wb = load_file(f"{runs['cut']['policy_dir']}/model.safetensors")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-6

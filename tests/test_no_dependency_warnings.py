@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-import torch
 from transformers.utils import logging as hf_logging
 
 from rlx.batch import Batch

@@ -4,6 +4,8 @@ gymnasium (CartPole learns; Pendulum's continuous-action return improves)."""
 from __future__ import annotations
 
 import math
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -232,16 +234,53 @@ def test_text_ppo_runs_with_value_head(tmp_path):
     assert weights and not any("value_head" in k for k in weights)
 
 
+STOP_AT_ENV_STEPS = textwrap.dedent('''
+    from rlx.hookspecs import hookimpl
+
+    @hookimpl
+    def rlx_step_end(step, metrics):
+        return metrics.get("env/steps", 0) >= 40000
+''')
+
+
 @pytest.mark.slow
 def test_cartpole_learns(tmp_path):
-    proc = rlx("run", "--objective", "ppo", "--env", "gym", "--policy", "mlp", "--set", "env.id=CartPole-v1",
-               "--seed", "1", "--set", "run.env_steps=40000", "--set", "run.eval_every=0", "--no-progress",
-               home=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    run, client = latest_run(tmp_path)
-    hist = metric_history(client, run["mlflow_run_id"], "eval/return")
-    print(f"CartPole eval/return {hist[0].value:.1f} -> {hist[-1].value:.1f}")
-    assert hist[0].step == 0 and hist[-1].value >= 150 and hist[-1].value > 3 * hist[0].value, hist
+    """The documented configuration (the defaults: Zoo's PPO set, its 100k-step schedule),
+    stopped at 40k environment steps by a hook, on two seeds at once (one thread each).
+
+    What the README states for it: seeds 0-4 reach >= 475 by 32k steps. Measured on
+    2026-12-01 at 40k: 500, 500, 500, 483.5, 500. An earlier form of this test cut the
+    schedule itself to 40k steps; there one seed's end moved with the machine's rounding
+    (seed 1: 302 here, 172 elsewhere), which is chaos, not a regression. A PPO that does
+    not learn stays at its start (20-180)."""
+    import json
+    import subprocess
+
+    from _cli import cli_env, make_plugin
+
+    site = make_plugin(tmp_path / "site", "stopat", STOP_AT_ENV_STEPS)
+    seeds = (0, 1)
+    procs = [subprocess.Popen([sys.executable, "-m", "rlx.cli.main", "run", "--objective", "ppo", "--env", "gym",
+                               "--policy", "mlp", "--set", "env.id=CartPole-v1", "--seed", str(s),
+                               "--set", "run.eval_every=0", "--no-progress", "--experiment", f"seed{s}"],
+                              env=cli_env(tmp_path, [site]), cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in seeds]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = {r["experiment"]: r for r in json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)}
+    for s in seeds:
+        run = runs[f"seed{s}"]
+        hist = metric_history(client, run["mlflow_run_id"], "eval/return")
+        steps = metric_history(client, run["mlflow_run_id"], "env/steps")
+        print(f"CartPole seed {s}: eval/return {hist[0].value:.1f} -> {hist[-1].value:.1f} "
+              f"at {steps[-1].value:.0f} env steps")
+        assert hist[0].step == 0 and 40000 <= steps[-1].value < 41000
+        assert hist[-1].value >= 400, (s, hist)
+    run = runs["seed0"]
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(run["mlflow_run_id"])}
     data = client.get_run(run["mlflow_run_id"]).data.metrics
     for k in ("loss/value", "policy/approx_kl", "ppo/explained_variance", "episode/return", "perf/env_steps_per_s"):

@@ -67,3 +67,77 @@ def test_a_dead_writer_loses_nothing(tmp_path, monkeypatch, when):
     tracker.close("FINISHED")
     steps = _history(uri, tracker.run_id, "x")
     assert steps[-39:] == list(range(2, 41)) and (when == "before_ready" or steps[0] == 1)
+
+
+def test_a_writer_that_stalls_then_dies_loses_nothing(tmp_path, monkeypatch):
+    """Batches handed to a writer are kept until it says they are stored: a writer stopped
+    (SIGSTOP) while it holds steps 5-7 and then killed loses none of them."""
+    import os
+    import signal
+
+    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", "run", {}, {})
+    _wait_ready(tracker)
+    for step in range(1, 5):
+        tracker.log_metrics({"x": float(step)}, step)
+    tracker.flush()
+    writer = tracker._writer
+    os.kill(writer.proc.pid, signal.SIGSTOP)
+    for step in range(5, 8):
+        tracker.log_metrics({"x": float(step)}, step)
+        time.sleep(1.2)  # past the send interval: each step goes to the stopped writer
+    assert writer.used and writer._unanswered  # handed over, not stored
+    os.kill(writer.proc.pid, signal.SIGKILL)
+    tracker.log_metrics({"x": 8.0}, 8)
+    assert tracker.close("FINISHED") is None
+    assert _history(uri, tracker.run_id, "x") == list(range(1, 9))
+
+
+def test_a_stalled_writer_is_replaced_within_the_stall_limit(tmp_path, monkeypatch):
+    """A writer that stops answering (here: stopped for good) holds up a flush for
+    RLX_WRITER_STALL_S at most; the metrics are then written by the training process."""
+    import os
+    import signal
+
+    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
+    monkeypatch.setenv("RLX_WRITER_STALL_S", "3")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", "run", {}, {})
+    _wait_ready(tracker)
+    tracker.log_metrics({"x": 1.0}, 1)
+    tracker.flush()
+    proc = tracker._writer.proc
+    os.kill(proc.pid, signal.SIGSTOP)
+    for step in range(2, 6):
+        tracker.log_metrics({"x": float(step)}, step)
+    t0 = time.monotonic()
+    tracker.flush()
+    assert time.monotonic() - t0 < 30
+    assert _history(uri, tracker.run_id, "x") == list(range(1, 6))  # stored before flush returned
+    assert proc.poll() is not None and tracker._writer is None  # the stalled writer was stopped
+    assert tracker.close("FINISHED") is None
+
+
+def test_the_writer_outlives_signals_sent_to_the_process_group(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM and SIGHUP sent to a process group (a terminal, a scheduler) do not
+    stop the writer: the training process still needs it to store the step in flight."""
+    import os
+    import signal
+
+    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", "run", {}, {})
+    _wait_ready(tracker)
+    proc = tracker._writer.proc
+    assert os.getpgid(proc.pid) != os.getpgid(0)  # not in this process group at all
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(proc.pid, sig)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    for step in range(1, 4):
+        tracker.log_metrics({"x": float(step)}, step)
+    tracker.flush()
+    assert tracker._writer is not None and tracker._writer.proc is proc
+    assert tracker.close("KILLED") is None
+    assert _history(uri, tracker.run_id, "x") == [1, 2, 3]

@@ -1,0 +1,101 @@
+"""How a run answers the signals that end processes.
+
+SIGINT (Ctrl-C), SIGTERM (what SLURM, Kubernetes and ``timeout`` send first) and SIGHUP
+(the terminal closed) all mean "stop, but keep what was done": the first one lets the
+step in flight finish, writes a checkpoint and ends the run KILLED. A second one stops at
+once (the run still ends KILLED, resumable from its newest checkpoint). While the final
+policy is being saved, a first signal only says that the save is finishing; while the
+run's end is being recorded, signals wait, so both stores always get the status.
+
+Under ``accelerate launch`` the same signal can reach a rank twice within moments (the
+scheduler signals every process, and the launcher forwards what it receives); such
+repeats count once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+HANDLED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+_REPEAT_S = 3.0  # under a launcher: the same signal again within this long is the same request
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by a signal. ``exit_code`` is the shell's convention, 128 + signal."""
+
+    def __init__(self, signum: int, message: str = "", hard: bool = False):
+        super().__init__(message or f"interrupted by {signal_name(signum)}")
+        self.signum = signum
+        self.message = message or f"interrupted by {signal_name(signum)}"
+        self.hard = hard  # raised where the signal landed, mid-step: no checkpoint of that step
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class Signals:
+    """Installs the run's handlers (main thread only) and restores the old ones on exit.
+
+    ``phase`` says what a signal does: ``train`` (first: note it, the loop checkpoints
+    and stops; second: raise now), ``save`` (first: note it and let the save finish;
+    second: raise now) and ``record`` (never raise: the end of the run is being written).
+    """
+
+    def __init__(self, dedupe_repeats: bool = False) -> None:
+        self.received: int | None = None  # the first signal
+        self.phase = "train"
+        self._dedupe = dedupe_repeats
+        self._last: tuple[int, float] | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except (OSError, ValueError):
+                    pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        repeat = self._last is not None and self._last[0] == signum and now - self._last[1] < _REPEAT_S
+        self._last = (signum, now)
+        if self._dedupe and repeat:
+            return
+        name = signal_name(signum)
+        if self.received is None:
+            self.received = signum
+            if self.phase == "train":
+                _say(f"{name}: finishing the step in flight, then checkpointing ({name} again to stop at once)")
+            elif self.phase == "save":
+                _say(f"{name}: the final policy is being saved; it finishes in a moment ({name} again to abort)")
+            return
+        if self.phase == "record":
+            return
+        raise RunInterrupted(signum, f"stopped at once by a second signal ({name})", hard=True)
+
+
+def _say(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the terminal that sent SIGHUP is gone
+        pass

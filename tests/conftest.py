@@ -1,0 +1,44 @@
+"""Suite-wide: which installed dependencies differ from the lock (constraints.txt), shown in
+the report's header and again beside any failure, so that a failure caused by a newer
+dependency names it."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+LOCK = Path(__file__).resolve().parent.parent / "constraints.txt"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def drift() -> list[str]:
+    """``name installed (lock X)`` for each locked package installed at another version."""
+    if not LOCK.exists():
+        return []
+    installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    out = []
+    for line in LOCK.read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if not sep or name.startswith("#"):
+            continue
+        have = installed.get(_norm(name))
+        if have is not None and have.split("+")[0] != version:
+            out.append(f"{name} {have} (lock {version})")
+    return out
+
+
+def pytest_report_header(config) -> str:
+    found = drift()
+    return ("dependencies differ from constraints.txt: " + ", ".join(found)) if found else \
+        "dependencies: as in constraints.txt"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    found = drift()
+    if exitstatus not in (0, 5) and found:
+        terminalreporter.write_line("these dependencies differ from the tested lock (constraints.txt); a failure "
+                                    "may come from them: " + ", ".join(found), yellow=True)
