@@ -123,7 +123,7 @@ def dpo() -> dict[str, str]:
         acc = _history(home, "eval/accuracy")
     return {"dpo": f"reaches {_pct([pref[-1][1]])} held-out preference accuracy on the synthetic pairs while the "
                    f"policy's arithmetic accuracy goes from {_pct([acc[0][1]])} to {_pct([acc[-1][1]])} (seed 0; "
-                   f"about {round(dt / 60)} minutes on 2 cores)"}
+                   f"about {round(dt)} s on 2 cores)"}
 
 
 FIGURES: dict[str, Callable[[], dict[str, str]]] = {"headline": headline, "cartpole": cartpole,
