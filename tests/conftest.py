@@ -38,7 +38,8 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    found = drift()
-    if exitstatus not in (0, 5) and found:
-        terminalreporter.write_line("these dependencies differ from the tested lock (constraints.txt); a failure "
-                                    "may come from them: " + ", ".join(found), yellow=True)
+    found = drift()  # also under -q, which hides the header
+    if found:
+        why = "; a failure may come from them" if exitstatus not in (0, 5) else ""
+        terminalreporter.write_line("these dependencies differ from the tested lock (constraints.txt)" + why + ": "
+                                    + ", ".join(found), yellow=True)
