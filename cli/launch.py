@@ -74,8 +74,12 @@ def launch(argv: list[str], num_processes: int, accelerate_config: Path | None,
     debug = "--debug" in argv
     # the launcher and its ranks get a process group of their own, so that a terminal's
     # Ctrl-C reaches them once, through this process (see _Forward), not twice (torch's
-    # launcher forwards what it receives to the ranks as well)
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, preexec_fn=_own_group)
+    # launcher forwards what it receives to the ranks as well); if this process dies, the
+    # launcher gets SIGTERM and passes it on: the ranks checkpoint and end the run KILLED
+    from rlx.interrupts import die_with_parent
+
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1,
+                            preexec_fn=die_with_parent(new_group=True))
     report: list[str] = []
     said: set[str] = set()
     try:
@@ -113,21 +117,6 @@ def _relay(proc: subprocess.Popen, report: list[str], said: set[str], debug: boo
     return proc.wait()
 
 
-def _own_group() -> None:
-    """In the launcher's child, before it runs: a process group of its own, and on Linux a
-    SIGTERM when this process dies (the ranks then checkpoint and end KILLED instead of
-    running on with no one to report to)."""
-    os.setpgid(0, 0)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
 class _Forward:
     """SIGINT, SIGTERM and SIGHUP received here go to the ranks, each once: they finish the
     step, checkpoint together and end the run KILLED (rlx.interrupts); a second signal
@@ -135,25 +124,17 @@ class _Forward:
     it got to them again, which they would take as the second one."""
 
     def __init__(self, proc: subprocess.Popen):
+        from rlx.interrupts import handling
+
         self.proc = proc
-        self._old: dict[int, object] = {}
+        self._installed = handling(self._handle)
 
     def __enter__(self) -> "_Forward":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._old[sig] = signal.signal(sig, self._handle)
+        self._installed.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import signal
-
-        for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
+        self._installed.__exit__(*exc)
 
     def _handle(self, signum: int, frame: object) -> None:
         import psutil

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Optional
 
 import typer
@@ -46,7 +47,7 @@ def _finite(value):
     """``value`` with NaN and infinite floats as None: JSON has no word for them (Python's
     ``NaN`` and ``Infinity`` break every other parser)."""
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -159,6 +160,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
     claimed = launch.is_child() and os.environ.get("RLX_RESUME_CLAIMED") == rec.id
     ckpt = checkpoint.latest(home.runs_dir() / rec.id / "checkpoints")
     registry = get_registry()
+    cfg = resolve(rec.config, registry)  # a plugin gone since, or a changed config model: fail before claiming
     if not claimed:
         if rec.status == "FINISHED":
             raise UsageError(f"run {rec.id} already FINISHED; nothing to resume (start a new one with `rlx run`)")
@@ -168,7 +170,6 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
             every = rec.config.get("run", {}).get("checkpoint_every")
             raise UsageError(f"run {rec.id} has no checkpoint to resume from (it stopped before its first one, "
                              f"run.checkpoint_every={every}); start it again with: {rec.command}")
-        resolve(rec.config, registry)  # a plugin gone since, or a changed config model: fail before claiming
         processes, accel = rec.num_processes or 1, rec.accelerate_config or ""
         if accel and not Path(accel).is_file():
             raise UsageError(f"run {rec.id} was launched with --accelerate-config {accel}, which no longer "
@@ -190,6 +191,6 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
                                      f"`rlx runs resume {rec.id}` tries again")
             raise typer.Exit(code)
         typer.echo(f"resuming run {rec.id} from {ckpt.name}", err=True)
-    result = train(resolve(rec.config, registry), registry, catalog=catalog, progress=not no_progress,
-                   resume=Resume(rec.id, rec.mlflow_run_id, ckpt, rec.tracking_uri))
+    result = train(cfg, registry, catalog=catalog, progress=not no_progress,
+                   resume=Resume(rec.id, rec.mlflow_run_id, rec.tracking_uri))
     typer.echo(f"run {result.run_id} {result.status} (resumed)")

@@ -21,18 +21,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO, Optional
 
 import typer
 
 from rlx.errors import RlxError, UsageError
+from rlx.interrupts import die_with_parent, handling
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_S = 5.0  # uvicorn waits for open requests on SIGTERM; a browser tab must not keep it alive
 # MLflow's and uvicorn's formats: "2026/01/31 12:00:00 ERROR ..." (a level mid-line is a message)
 _ERROR = re.compile(r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )?(?:ERROR|CRITICAL)\b")
 _IN_USE = re.compile(r"address already in use|Errno 98|Errno 48", re.IGNORECASE)
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def ui(port: int = typer.Option(5000, help="Port to serve on."),
@@ -44,8 +43,7 @@ def ui(port: int = typer.Option(5000, help="Port to serve on."),
     uri = home.tracking_uri(tracking_uri)
     received: list[int] = []
     # before the port check too: a KeyboardInterrupt would reach main(), which speaks of runs
-    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in STOP_SIGNALS}
-    try:
+    with handling(lambda signum, _frame: received.append(signum)):
         _check_port(host, port)
         log_path = home.home() / "logs" / f"ui-{port}.log"  # per port: two UIs may run at once
         try:
@@ -56,9 +54,6 @@ def ui(port: int = typer.Option(5000, help="Port to serve on."),
                              "set RLX_HOME to a writable place") from None
         _say(f"starting the MLflow UI for {uri}; server log: {log_path}", err=False)
         code = _serve(uri, host, port, log, log_path, received)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     # SystemExit rather than typer.Exit: for an exit code of 130 main() adds an error line of its own
     raise SystemExit(code)
 
@@ -71,7 +66,7 @@ def _serve(uri: str, host: str, port: int, log: IO[bytes], log_path: Path, recei
     with log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
-                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+                                preexec_fn=die_with_parent())
     echo = _ErrorEcho(log_path)
     try:
         ready = False
@@ -127,23 +122,6 @@ def _check_port(host: str, port: int) -> None:
 def _in_use_message(host: str, port: int) -> str:
     return (f"port {port} on {host} is in use (another rlx ui or MLflow server?); "
             "pass --port N or stop the other server")
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` asking Linux to send the server SIGTERM when ``rlx ui`` dies, even
-    by SIGKILL: the ``mlflow`` CLI forwards SIGTERM to uvicorn, whose exit its job runner
-    watches for. SIGTERM rather than SIGKILL for that forwarding."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_pdeathsig() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # rlx ui died before prctl took effect
-            # not a signal: until exec the child has rlx ui's Python handlers, which never run
-            os._exit(1)
-
-    return set_pdeathsig
 
 
 def _answers(host: str, port: int) -> bool:

@@ -14,14 +14,61 @@ repeats count once.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 HANDLED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 _REPEAT_S = 3.0  # under a launcher: the same signal again within this long is the same request
+
+
+@contextmanager
+def handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for SIGINT, SIGTERM and SIGHUP while the block runs (in the main thread;
+    elsewhere Python cannot install handlers), the previous handlers after it."""
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in HANDLED:
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except (OSError, ValueError):
+                pass
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def die_with_parent(new_group: bool = False) -> Callable[[], None]:
+    """A ``preexec_fn``: on Linux the child gets SIGTERM when this process dies, even by
+    SIGKILL (SIGTERM, so that it can pass the signal on and end cleanly); with
+    ``new_group`` it also gets a process group of its own."""
+    parent = os.getpid()
+    libc = None
+    if sys.platform.startswith("linux"):
+        try:  # loaded here, before the fork: loading a library in the child can deadlock
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            pass
+
+    def preexec() -> None:
+        if new_group:
+            os.setpgid(0, 0)
+        if libc is None:
+            return
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            # not a signal: until exec the child has the parent's Python handlers, which never run
+            os._exit(1)
+
+    return preexec
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -58,21 +105,14 @@ class Signals:
         self.phase = "train"
         self._dedupe = dedupe_repeats
         self._last: tuple[int, float] | None = None
-        self._old: dict[int, Any] = {}
+        self._installed = handling(self._handle)
 
     def __enter__(self) -> "Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in HANDLED:
-                try:
-                    self._old[sig] = signal.signal(sig, self._handle)
-                except (OSError, ValueError):
-                    pass
+        self._installed.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
+        self._installed.__exit__(*exc)
 
     def _handle(self, signum: int, frame: Any) -> None:
         now = time.monotonic()

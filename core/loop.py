@@ -244,12 +244,10 @@ def _mean(values: list[Any]) -> float:
 @dataclass
 class Resume:
     """What ``rlx runs resume`` hands to ``train``: the run to continue, already claimed in
-    the catalog by this process. ``checkpoint`` is the newest; an unreadable one is skipped
-    for the one before it."""
+    the catalog by this process. It continues from the run's newest readable checkpoint."""
 
     run_id: str
     mlflow_run_id: str
-    checkpoint: Path
     tracking_uri: str = ""
 
 
@@ -282,7 +280,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
 
     However it ends, its status is recorded in the catalog and in MLflow (see
     ``rlx.status``): FINISHED, FAILED (raises ``RlxError``) or KILLED by a signal (raises
-    ``RunInterrupted``, see ``rlx.interrupts``)."""
+    ``RunKilled``; see ``rlx.interrupts``)."""
     from rlx.interrupts import RunInterrupted, Signals, signal_name
 
     # under `accelerate launch` the same signal may reach a rank more than once
@@ -331,7 +329,7 @@ def _run(r: _Run, cfg: Resolved, registry: Any, signals: Any, *, catalog: Any, c
     from rlx.rollout import evaluate
 
     run_cfg, gen = cfg.run, cfg.generation
-    if resume is not None:
+    if resume is not None:  # known from the start: an early failure still names the run
         r.run_id = resume.run_id
     if run_cfg.threads:
         torch.set_num_threads(run_cfg.threads)
@@ -346,7 +344,8 @@ def _run(r: _Run, cfg: Resolved, registry: Any, signals: Any, *, catalog: Any, c
         # MLflow's writer imports while the parts are built (a no-op where `rlx run` started it)
         prewarm(uri)
     # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
-    r.run_id = resume.run_id if resume else os.environ.get("RLX_RUN_ID") or _shared_run_id()
+    if resume is None:
+        r.run_id = os.environ.get("RLX_RUN_ID") or _shared_run_id()
     run_id = r.run_id
     run_dir = r.run_dir = rlx_home.runs_dir() / run_id
     set_seed(run_cfg.seed)
@@ -549,7 +548,7 @@ def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, r
                 tracker.set_tags({"rlx.checkpoint": r.policy_dir})
         except Exception as exc:
             problems.append(f"could not log the samples table or learning curve to MLflow: {_line(exc)}")
-    if catalog is not None and (r.opened or resume is not None):
+    if catalog is not None and r.opened:
         try:
             catalog.update_run(r.run_id, status=r.status, metrics=r.last, policy_dir=r.policy_dir, error=r.error,
                                ended_at=datetime.now(timezone.utc))
@@ -570,7 +569,7 @@ def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, r
             end_in_mlflow(_client(resume.tracking_uri), resume.mlflow_run_id, r.status, r.error)
         except Exception as exc:
             problems.append(f"MLflow could not record that run {r.run_id} {r.status}: {_line(exc)}")
-    if r.opened or resume is not None:
+    if r.opened:
         try:
             registry.hook.rlx_run_end(run_id=r.run_id, status=r.status, metrics=dict(r.last))
         except Exception as exc:

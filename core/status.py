@@ -18,10 +18,14 @@ CRASHED_ERROR = ("the process died without ending the run (killed, out of memory
                  "`rlx runs resume` continues it")
 
 
-def end_in_mlflow(client: Any, run_id: str, status: str, error: str = "") -> None:
-    """Tag the run with rlx's status and reason, then end it with MLflow's status."""
+def end_in_mlflow(client: Any, run_id: str, status: str, error: str = "", *, if_running: bool = False) -> None:
+    """Tag the run with rlx's status and reason, then end it with MLflow's status. With
+    ``if_running``, only a run MLflow still has RUNNING: one whose end was already recorded
+    keeps it (for those who learn of a death second hand: the writer, reaping)."""
     from mlflow.entities import RunTag
 
+    if if_running and client.get_run(run_id).info.status != "RUNNING":
+        return
     tags = [RunTag("rlx.status", status)]
     if error:
         tags.append(RunTag("rlx.error", error[:5000]))

@@ -203,13 +203,10 @@ class Tracker:
             self._take_over()
 
     def _stop_writer(self) -> None:
-        writer = self._writer
-        if writer is not None and not writer.close():
+        """Close the writer; whatever it did not answer for is then written here."""
+        if self._writer is not None:
+            self._writer.close()
             self._take_over()
-        elif writer is not None:
-            self._writer = None
-            if writer.errors:
-                self._error = self._error or writer.errors[0]
 
     def _wait(self, done: threading.Event | threading.Thread) -> bool:
         """Wait for the drain thread; a writer that stalls past ``RLX_WRITER_STALL_S`` is
@@ -501,18 +498,13 @@ class _WriterProcess:
                 return msg
         return None
 
-    def close(self) -> bool:
-        """Stop it; False if it did not answer for everything it took (then ``take_back``)."""
+    def close(self) -> None:
+        """Ask it to finish and wait for it (``take_back`` then returns what it left undone)."""
         if not self.ready():  # never took any metric: nothing to wait for
             self.kill()
-            return True
-        reply = self.round_trip("close", "closed", timeout=_stall_s())
-        if reply is None:
-            return False
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._reader.join(timeout=10)
-        with self._lock:
-            return not self._unanswered
+            return
+        if self.round_trip("close", "closed", timeout=_stall_s()) is not None:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass

@@ -64,7 +64,7 @@ def _end_crashed(client: Any, run_id: str, rlx_run_id: str, parent: int) -> None
     from rlx.status import CRASHED_ERROR, end_crashed_in_catalog, end_in_mlflow
 
     try:
-        end_in_mlflow(client, run_id, "CRASHED", CRASHED_ERROR)
+        end_in_mlflow(client, run_id, "CRASHED", CRASHED_ERROR, if_running=True)
     except Exception:
         pass  # the catalog's reaping retries it on the next `rlx runs list`
     if rlx_run_id:

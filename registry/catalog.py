@@ -59,6 +59,12 @@ class RunRecord(RunJson, SQLModel, table=True):
     ended_at: Optional[datetime] = None
 
 
+def _owned_here() -> dict[str, Any]:
+    """The columns that say this process runs the run now."""
+    return {"status": "RUNNING", "host": socket.gethostname(), "pid": os.getpid(), "pid_started": _started(os.getpid()),
+            "ended_at": None, "error": ""}
+
+
 def _end_in_mlflow(rec: Any, status: str, error: str) -> None:
     """Say in the run's MLflow store what the catalog says; quietly, where the store is
     gone (the catalog keeps the truth, and a resume sets both again)."""
@@ -68,9 +74,7 @@ def _end_in_mlflow(rec: Any, status: str, error: str) -> None:
         from rlx.status import end_in_mlflow
         from rlx.tracking import _client
 
-        client = _client(rec.tracking_uri)
-        if client.get_run(rec.mlflow_run_id).info.status == "RUNNING":
-            end_in_mlflow(client, rec.mlflow_run_id, status, error)
+        end_in_mlflow(_client(rec.tracking_uri), rec.mlflow_run_id, status, error, if_running=True)
     except Exception:
         pass
 
@@ -157,8 +161,7 @@ class Catalog:
 
     def mark_running(self, run_id: str) -> None:
         """A resumed run: this process now owns it (it was claimed with ``claim``)."""
-        self.update_run(run_id, status="RUNNING", host=socket.gethostname(), pid=os.getpid(),
-                        pid_started=_started(os.getpid()), ended_at=None, error="")
+        self.update_run(run_id, **_owned_here())
 
     def claim(self, run_id: str) -> bool:
         """Take an ended, unfinished run for this process to resume; False if it is not
@@ -169,8 +172,7 @@ class Catalog:
         from rlx.status import RESUMABLE
 
         stmt = (update(RunRecord).where(RunRecord.id == run_id, RunRecord.status.in_(RESUMABLE))  # type: ignore
-                .values(status="RUNNING", host=socket.gethostname(), pid=os.getpid(),
-                        pid_started=_started(os.getpid()), ended_at=None, error=""))
+                .values(**_owned_here()))
         with self._session() as s:
             claimed = s.exec(stmt).rowcount == 1  # type: ignore[call-overload]
             s.commit()
