@@ -41,32 +41,48 @@ def _type_name(annotation: typing.Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("NoneType", "None")
 
 
+def _fields(model: typing.Any) -> list[dict[str, typing.Any]]:
+    return [{"field": f, "type": _type_name(fi.annotation), "default": fi.default, "description": fi.description or ""}
+            for f, fi in model.model_fields.items()]
+
+
 @app.command("show")
-def show(name: str = typer.Argument(..., help="A plugin (family) or component name."),
+def show(name: str = typer.Argument(..., help="A plugin (family), a component, or a core section: run, generation, "
+                                           "optim."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Each component's config fields: type, default and description."""
+    """Each component's config fields (type, default, description) and registration; a
+    core section's fields; a plugin's hooks."""
+    from rlx.config import SETTINGS
     from rlx.errors import UsageError
     from rlx.registry import get_registry
 
-    reg = get_registry()
-    specs = [s for kind in reg.components.values() for s in kind.values() if name in (s.plugin, s.name)]
-    if not specs:
+    out: list[dict[str, typing.Any]] = []
+    if name in SETTINGS:  # the sections every run has, listed like a component's
+        out.append({"name": name, "kind": "section", "family": "rlx", "version": "", "meta": {},
+                    "description": f"core settings: the {name} table of a config file, or --set {name}.FIELD=VALUE",
+                    "fields": _fields(SETTINGS[name])})
+    else:
+        reg = get_registry()
+        specs = [s for kind in reg.components.values() for s in kind.values() if name in (s.plugin, s.name)]
         info = reg.plugins.get(name)
-        if info is not None and info.status != "ok":
+        if not specs and info is not None and info.status != "ok":
             why = "disabled by RLX_DISABLE_PLUGINS" if info.status == "disabled" else f"failed to load: {info.error}"
             raise UsageError(f"plugin '{name}' is {why}")
-        import difflib
+        if not specs and info is None:
+            import difflib
 
-        known = sorted({s.name for k in reg.components.values() for s in k.values()} | set(reg.plugins))
-        close = difflib.get_close_matches(name, known, n=1)
-        raise UsageError(f"no plugin or component '{name}'; " + (f"did you mean '{close[0]}'? " if close else "")
-                         + "see `rlx plugins list`")
-    out = []
-    for s in specs:
-        fields = [{"field": f, "type": _type_name(fi.annotation), "default": fi.default,
-                   "description": fi.description or ""} for f, fi in s.config.model_fields.items()]
-        out.append({"name": s.name, "kind": s.kind, "family": s.plugin, "version": s.version,
-                    "description": s.description, "meta": s.meta, "fields": fields})
+            known = sorted({s.name for k in reg.components.values() for s in k.values()} | set(reg.plugins)
+                           | set(SETTINGS))
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(f"no plugin, component or core section '{name}'; "
+                             + (f"did you mean '{close[0]}'? " if close else "") + "see `rlx plugins list`")
+        for s in specs:
+            out.append({"name": s.name, "kind": s.kind, "family": s.plugin, "version": s.version,
+                        "description": s.description + (f" (unavailable: {s.unavailable})" if s.unavailable else ""),
+                        "meta": s.meta, "fields": _fields(s.config)})
+        if not specs:  # a plugin of commands or lifecycle hooks only
+            out.append({"name": name, "kind": "plugin", "family": name, "version": info.version, "meta": {},
+                        "description": f"no components; hooks: {', '.join(info.hooks) or 'none'}", "fields": []})
     if as_json:
         typer.echo(json.dumps(out, indent=2, default=str))
         return
@@ -76,11 +92,18 @@ def show(name: str = typer.Argument(..., help="A plugin (family) or component na
 
     console = make_console()
     for o in out:
-        meta = ", ".join(f"{k}={v}" for k, v in o["meta"].items())
-        console.print(f"[bold]{o['kind']} {o['name']}[/bold] (plugin {o['family']} {o['version']}) {meta}")
+        meta = ", ".join(f"{k}={v}" for k, v in o["meta"].items() if v not in ((), [], {}, None, False))
+        version = f" {o['version']}" if o["version"] else ""
+        console.print(f"[bold]{o['kind']} {o['name']}[/bold] (plugin {o['family']}{version}) {meta}".rstrip())
         if o["description"]:
             console.print(f"  {o['description']}")
-        table = Table("field", "type", "default", "description")
-        for f in o["fields"]:
-            table.add_row(f["field"], f["type"], repr(f["default"]), f["description"])
-        console.print(table)
+        if o["fields"]:
+            table = Table("field", "type", "default", "description")
+            for f in o["fields"]:
+                table.add_row(f["field"], f["type"], repr(f["default"]), f["description"])
+            console.print(table)
+
+
+from rlx.cli.plugins_new import new  # noqa: E402  (rlx plugins new: no torch at import)
+
+app.command("new")(new)

@@ -31,7 +31,8 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Train: `rlx run --objective grpo --reward prm` (defaults: env arithmetic, policy tiny)."""
+    """Train: `rlx run --objective grpo --reward prm`. Unnamed parts come from the registrations
+    (no flags: grpo on arithmetic with tiny; `--env gym` alone: ppo with mlp)."""
     import json
     import os
 
@@ -74,9 +75,12 @@ def run(
         return
     tracked = bool(result.mlflow_run_id)
     m = result.metrics
-    shown = ("eval/accuracy", "eval/return", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref")
-    summary = ", ".join(f"{k}={m[k]:.4g}" for k in shown if k in m)
+    # what the objective's and the environment kind's registrations name as headline metrics
+    summary = ", ".join(f"{k}={m[k]:.4g}" for k in result.headline if k in m)
     typer.echo(f"run {result.run_id} {result.status}: {summary}")
+    if result.stopped_by:
+        typer.echo(f"  stopped early by plugin '{result.stopped_by}' after step {result.stopped_at_step} "
+                   f"of {result.steps}")
     if tracked:
         typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
     else:

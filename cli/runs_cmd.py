@@ -9,10 +9,6 @@ from typing import Optional
 import typer
 
 app = typer.Typer(help="Runs recorded in the catalog.", no_args_is_help=True)
-KEY_METRICS = ("eval/accuracy", "eval/preference_accuracy", "eval/step_agreement", "reward/mean", "kl/ref",
-               "loss/policy", "loss/sft")
-# the accuracy column: a policy's, else a reward model's on held-out pairs or steps
-ACCURACY = ("eval/accuracy", "eval/preference_accuracy", "eval/step_agreement")
 
 
 def _catalog():
@@ -74,7 +70,13 @@ def _row(r) -> dict:
             "policy_dir": r.policy_dir, "host": r.host, "pid": r.pid,
             "created_at": r.created_at.isoformat(timespec="seconds"),
             "ended_at": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
-            "metrics": r.metrics, "error": r.error, "command": r.command}
+            "metrics": r.metrics, "headline": [k for k in r.headline.split(",") if k], "error": r.error,
+            "note": r.note, "command": r.command}
+
+
+def _headline(row: dict) -> dict[str, float]:
+    """The run's headline metrics (as its registrations named them when it ran) that it logged."""
+    return {k: row["metrics"][k] for k in row["headline"] if k in row["metrics"]}
 
 
 @app.command("list")
@@ -100,14 +102,14 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
 
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
     table.add_column("id", no_wrap=True, min_width=12)
-    for col in ("status", "objective", "rewards", "env", "policy", "seed", "accuracy"):
-        table.add_column(col, no_wrap=col in ("status", "seed", "accuracy"))
+    for col in ("status", "objective", "rewards", "env", "policy", "seed", "headline"):
+        table.add_column(col, no_wrap=col in ("status", "seed"))
     table.add_column("created", no_wrap=True)
     for r in rows:
-        acc = next((r["metrics"][k] for k in ACCURACY if k in r["metrics"]), None)
+        first = next(iter(_headline(r).items()), None)
         table.add_row(*map(_text, (r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"],
                                    r["seed"])),
-                      f"{acc:.3f}" if acc is not None else "-", r["created_at"][5:16].replace("T", " "))
+                      _text(f"{first[0]}={first[1]:.4g}") if first else "-", r["created_at"][5:16].replace("T", " "))
     console().print(table)
 
 
@@ -126,10 +128,10 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     c = console()
     c.print(f"[bold]run {_text(row['id'])}[/bold]  {_text(row['name'])}  [bold]{_text(row['status'])}[/bold]")
     for k in ("objective", "rewards", "env", "policy", "seed", "experiment", "mlflow_run_id", "tracking_uri",
-              "checkpoint", "policy_dir", "host", "pid", "created_at", "ended_at", "command", "error"):
+              "checkpoint", "policy_dir", "host", "pid", "created_at", "ended_at", "command", "note", "error"):
         if row[k] not in (None, ""):
             c.print(f"  {k:14} {_text(row[k])}")
-    metrics = {k: v for k, v in row["metrics"].items() if k in KEY_METRICS}
+    metrics = _headline(row)
     if metrics:
         c.print("  metrics        " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     c.print("  config")

@@ -53,9 +53,12 @@ class Batch:
         return self.tensors.get(key, default)
 
     def select(self, index: "torch.Tensor | list[int] | slice") -> "Batch":
-        """Rows ``index`` of every tensor and metadata list (a slice gives views)."""
+        """Rows ``index`` of every tensor and metadata list (a slice gives views; a bool
+        tensor selects the rows where it is True)."""
         import torch
 
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            index = index.nonzero().flatten()
         if isinstance(index, slice):
             return Batch({k: v[index] for k, v in self.tensors.items()},
                          {k: v[index] for k, v in self.meta.items()})
@@ -66,7 +69,8 @@ class Batch:
         return Batch(tensors, meta)
 
     def split(self, num_chunks: int) -> Iterator["Batch"]:
-        """``num_chunks`` contiguous minibatches (the last may be smaller)."""
+        """At most ``num_chunks`` contiguous minibatches of ``ceil(len / num_chunks)`` rows
+        (the last may be smaller; 4 rows in 3 chunks gives 2 of 2)."""
         n = len(self)
         size = -(-n // max(1, num_chunks))
         for start in range(0, n, size):

@@ -62,7 +62,9 @@ class RunSettings(BaseModel):
                                                           "steps instead (steps = env_steps / batch env steps).")
     seed: int = Field(0, description=f"Seed for every RNG (torch, python, environment): 0..{SEED_MAX}, the "
                                      "32-bit range numpy and gymnasium accept.")
-    batch_size: int = Field(16, ge=1, description="Prompts (tasks) per step; samples = batch_size x group size.")
+    batch_size: int = Field(16, ge=1, description="Tasks per step and process, as the environment kind reads it "
+                                                  "(text: prompts, samples = batch_size x group size; preference: "
+                                                  "pairs; control: unused, num_envs x rollout_length instead).")
     eval_every: int = Field(50, ge=0, description="Evaluate every N steps (0: only before and after training).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks CUDA when present.")
     experiment: str = Field("rlx", description="MLflow experiment name; also the name of its artifact folder, so "
@@ -72,7 +74,8 @@ class RunSettings(BaseModel):
                              description="Run name (default: <objective>-<reward>-<env>-s<seed>); at most "
                                          f"{RUN_NAME_MAX} characters, MLflow's limit.")
     save_policy: bool = Field(True, description="Save the final policy under the run's folder and as an MLflow artifact.")
-    samples_to_log: int = Field(8, ge=0, description="Generations per evaluation kept in the samples table.")
+    samples_to_log: int = Field(8, ge=0, description="Sample rows per evaluation kept in the samples table "
+                                                    "(generations, for text).")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: all cores).")
     checkpoint_every: int = Field(50, ge=0, description="Save a resumable checkpoint every N steps (0: only on Ctrl-C).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
@@ -120,14 +123,19 @@ class OptimSettings(BaseModel):
 SETTINGS = {"run": RunSettings, "generation": GenerationSettings, "optim": OptimSettings}
 COMPONENTS = {"objective": "objective", "env": "environment", "policy": "policy"}
 
+# Components left unnamed are chosen by the registrations (``resolve``): the named
+# environment's kind's default objective, else the objective registered as the default;
+# the first accepted kind's default environment; the environment kind's default policy;
+# the environment's default reward.
 DEFAULTS: dict[str, Any] = {
-    "objective": {"name": "grpo"},
-    "env": {"name": "arithmetic"},
-    "policy": {"name": "tiny"},
+    "objective": {},
+    "env": {},
+    "policy": {},
     "reward": {},
     "run": {},
     "generation": {},
     "optim": {},
+    "plugins": {},  # settings of lifecycle-hook plugins, one table per plugin
 }
 
 
@@ -341,6 +349,7 @@ class Resolved(BaseModel):
     run: RunSettings
     generation: GenerationSettings
     optim: OptimSettings
+    plugins: dict[str, dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """The full resolved config: feeding it back to ``compose`` re-creates this run."""
@@ -352,53 +361,107 @@ class Resolved(BaseModel):
             "run": self.run.model_dump(mode="json"),
             "generation": self.generation.model_dump(mode="json"),
             "optim": self.optim.model_dump(mode="json"),
+            **({"plugins": copy.deepcopy(self.plugins)} if self.plugins else {}),
         }
+
+
+def _chosen_names(raw: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """The objective, environment and policy specs: those named, else the registrations'
+    defaults (see ``DEFAULTS``)."""
+    named = {section: (raw.get(section) or {}).get("name") for section in COMPONENTS}
+    if not named["objective"] and named["env"]:  # `--env gym` alone: what its kind trains by default
+        named["objective"] = _kind_of(registry.get("environment", str(named["env"])), registry).meta["default_objective"]
+    if named["objective"]:
+        objective = registry.get("objective", str(named["objective"]))
+    else:
+        marked = [s for s in registry.components["objective"].values() if s.meta["default"] and not s.unavailable]
+        if len(marked) != 1:
+            why = ("no installed plugin registers a default objective" if not marked else
+                   f"several objectives are registered as the default ({', '.join(s.name for s in marked)})")
+            raise ConfigError(f"objective.name is missing and {why}; choose one with --objective")
+        objective = marked[0]
+    accepts = objective.meta["accepts"]
+    if named["env"]:
+        env = registry.get("environment", str(named["env"]))
+    else:
+        env = None
+        for kind_name in accepts:
+            kind = registry.components["kind"].get(kind_name)
+            if kind is not None and kind.meta["default_env"] and not kind.unavailable:
+                env = registry.get("environment", kind.meta["default_env"])
+                break
+        if env is None:
+            raise ConfigError(f"env.name is missing and no kind that objective '{objective.name}' accepts "
+                              f"({', '.join(accepts)}) names a default environment; choose one with --env")
+    kind = _kind_of(env, registry)
+    if named["policy"]:
+        policy = registry.get("policy", str(named["policy"]))
+    elif kind.meta["default_policy"]:
+        policy = registry.get("policy", kind.meta["default_policy"])
+    else:
+        raise ConfigError(f"policy.name is missing and kind '{kind.name}' names no default policy; "
+                          "choose one with --policy")
+    return {"objective": objective, "env": env, "policy": policy, "kind": kind}
+
+
+def _kind_of(env_spec: Any, registry: Any) -> Any:
+    name = env_spec.meta["kind"]
+    kinds = registry.components["kind"]
+    if name not in kinds:
+        known = ", ".join(sorted(kinds)) or "none"
+        off = sorted(n for n, i in registry.plugins.items() if i.status != "ok")
+        hint = (f"; plugins disabled or broken: {', '.join(off)}" if off else "")
+        raise UsageError(f"environment '{env_spec.name}' is of kind '{name}', which no loaded plugin provides "
+                         f"(kinds: {known}{hint}); install or enable the plugin that registers kind '{name}'")
+    return registry.get("kind", name)
 
 
 def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
     """Validate a composed config against the registered components."""
-    names: dict[str, str] = {}
-    parts: dict[str, BaseModel] = {}
-    specs: dict[str, Any] = {}
-    raw_parts: dict[str, dict[str, Any]] = {}
-    for section, kind in COMPONENTS.items():
-        values = dict(raw.get(section) or {})
-        name = values.pop("name", None)
-        if not name:
-            raise ConfigError(f"{section}.name is missing; choose one with --{section}")
-        specs[section] = registry.get(kind, str(name))
-        names[section] = specs[section].name
-        raw_parts[section] = values
+    specs = _chosen_names(raw, registry)
+    kind = specs.pop("kind")
+    names = {section: spec.name for section, spec in specs.items()}
+    names["kind"] = kind.name
+    raw_parts = {section: {k: v for k, v in (raw.get(section) or {}).items() if k != "name"} for section in specs}
+    obj_meta = specs["objective"].meta
+    accepts = obj_meta["accepts"]
+    if kind.name not in accepts:
+        raise UsageError(
+            f"objective '{names['objective']}' does not accept {kind.name} environments like "
+            f"'{names['env']}' (it accepts: {', '.join(accepts)}); choose another --env or --objective")
+    if obj_meta["data"] not in kind.meta["data"]:
+        raise UsageError(f"objective '{names['objective']}' learns from {obj_meta['data']}, which kind '{kind.name}' "
+                         f"does not collect (it collects: {', '.join(kind.meta['data'])}); choose another --objective")
+    interface = specs["policy"].meta["interface"]
+    if interface != kind.meta["interface"]:
+        default = kind.meta["default_policy"]
+        raise UsageError(f"policy '{names['policy']}' implements the '{interface}' interface; {kind.name} environments "
+                         f"like '{names['env']}' need a '{kind.meta['interface']}' policy"
+                         + (f" such as --policy {default}" if default else "") + "; choose another --policy")
     # an objective's registered defaults sit under the user's values; ``kind_defaults``
     # refine them per environment kind (ppo on CartPole and ppo on arithmetic differ)
-    env_kind = specs["env"].meta.get("kind", "text")
-    obj_meta = specs["objective"].meta
-    obj_defaults = _merge(obj_meta.get("defaults", {}), obj_meta.get("kind_defaults", {}).get(env_kind, {}))
+    obj_defaults = _merge(obj_meta["defaults"], obj_meta["kind_defaults"].get(kind.name, {}))
+    parts: dict[str, BaseModel] = {}
     for section, spec in specs.items():
         base = obj_defaults.get(section, {})
         if section != "objective":  # only fields this component has: another plugin may sit there
             base = {k: v for k, v in base.items() if k in spec.config.model_fields}
         parts[section] = validate_section(section, spec.config, {**copy.deepcopy(base), **raw_parts[section]})
 
-    obj_spec = registry.get("objective", names["objective"])
-    env_spec = registry.get("environment", names["env"])
-    accepts = obj_spec.meta.get("accepts", ("text",))
-    if env_kind not in accepts:
-        raise UsageError(
-            f"objective '{names['objective']}' does not accept {env_kind} environments like "
-            f"'{names['env']}' (it accepts: {', '.join(accepts)}); choose another --env or --objective")
-
     reward_raw = dict(raw.get("reward") or {})
-    if not reward_raw and obj_spec.meta.get("data", "rollouts") == "rollouts":
-        default = env_spec.meta.get("default_reward")
+    if not reward_raw and obj_meta["data"] == "rollouts":
+        default = specs["env"].meta["default_reward"]
         if default:
             reward_raw = {default: {}}
     rewards: dict[str, BaseModel] = {}
     for rname, values in reward_raw.items():
         _check_reward_table(rname, values if values is not None else {}, "config")
         spec = registry.get("reward", rname)
+        if spec.meta["kinds"] and kind.name not in spec.meta["kinds"]:
+            raise UsageError(f"reward '{spec.name}' scores {', '.join(spec.meta['kinds'])} batches, not {kind.name} "
+                             f"ones like '{names['env']}' gives; choose another --reward")
         rewards[spec.name] = validate_section(f"reward.{rname}", spec.config, dict(values or {}))
-    if obj_spec.meta.get("data", "rollouts") == "rollouts" and not rewards:
+    if obj_meta["data"] == "rollouts" and not rewards:
         raise UsageError(f"objective '{names['objective']}' learns from rewards but none was given; add --reward NAME")
 
     # an objective's own defaults for run-level settings sit under the user's values
@@ -411,7 +474,26 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
         settings[k] = validate_section(k, m, {**base, **user})
     names["reward"] = ",".join(rewards)
     return Resolved(names=names, objective=parts["objective"], env=parts["env"], policy=parts["policy"],
-                    rewards=rewards, **settings)
+                    rewards=rewards, plugins=_plugin_settings(raw.get("plugins") or {}, registry), **settings)
+
+
+def _plugin_settings(tables: dict[str, Any], registry: Any) -> dict[str, dict[str, Any]]:
+    """``[plugins.<name>]`` tables: settings for a lifecycle-hook plugin, which reads them
+    in ``rlx_run_start``. The plugin must be loaded, so a typo does not pass silently."""
+    import difflib
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        info = registry.plugins.get(name)
+        if info is None or info.status != "ok":
+            close = difflib.get_close_matches(name, [n for n, i in registry.plugins.items() if i.status == "ok"], n=1)
+            why = "is not installed" if info is None else f"is {info.status}"
+            raise ConfigError(f"plugins.{name}: plugin '{name}' {why}; "
+                              + (f"did you mean '{close[0]}'? " if close else "") + "see `rlx plugins list`")
+        if not isinstance(table, dict):
+            raise ConfigError(f"plugins.{name} must be a table of that plugin's settings, got {type(table).__name__}")
+        out[name] = copy.deepcopy(table)
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,8 +1,12 @@
 """Environment: hands out tasks.
 
-An environment declares its ``kind`` (``text`` for prompt/answer tasks; ``control``,
-``preference`` and ``multiturn`` come later) and objectives declare which kinds they
-accept, so a mismatch fails before anything heavy is built.
+An environment's registration names its kind (``rlx.kind``: how batches are collected
+from it and how a policy is evaluated on it) and objectives' registrations name the kinds
+they accept, so a mismatch fails before anything heavy is built. The interfaces below
+are the ones the built-in kinds drive: text (prompt -> completion), preference (pairs)
+and control (vectorized stepping). They live in core because independent plugins meet
+through them: an environment plugin and a policy plugin implement the same kind without
+importing each other. A new kind defines its environment interface in its own plugin.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -38,23 +42,22 @@ def set_rng_state(rng: random.Random, state: list[Any]) -> None:
 
 
 class Environment(ABC):
-    kind: ClassVar[str] = "text"
+    """Any environment: built with its config and the run's seed; checkpointed with the run."""
 
     def __init__(self, config: BaseModel, *, seed: int = 0):
         self.config = config
         self.seed = seed
 
     def state_dict(self) -> dict[str, Any]:
+        """What resumes task sampling exactly (RNG state, position in a file): JSON-friendly."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what ``state_dict`` returned."""
 
 
 class TextEnvironment(Environment):
-    """Prompt -> completion tasks with a checkable answer."""
-
-    kind: ClassVar[str] = "text"
+    """Prompt -> completion tasks, usually with a checkable answer."""
 
     @abstractmethod
     def sample(self, n: int) -> list[Task]:
@@ -67,6 +70,12 @@ class TextEnvironment(Environment):
     @abstractmethod
     def is_correct(self, task: Task, completion: str) -> bool:
         """Whether the completion's final answer is the gold answer."""
+
+    @property
+    def checks_answers(self) -> bool:
+        """Whether ``is_correct`` can judge completions (False for prompts without gold
+        answers): without it there is no accuracy evaluation and no verifier reward."""
+        return True
 
     def demonstration(self, task: Task) -> str:
         """The gold completion for supervised objectives."""
@@ -85,8 +94,9 @@ class ControlEnvironment(Environment):
     next one, and ``final_obs`` holds the last observation of a truncated episode so
     objectives can bootstrap its value."""
 
-    kind: ClassVar[str] = "control"
     num_envs: int
+    observation_space: Any  # gymnasium spaces of one copy: control policies size their networks from them
+    action_space: Any
 
     @abstractmethod
     def reset(self) -> Any:
@@ -102,5 +112,24 @@ class ControlEnvironment(Environment):
         """Mean return and length of the episodes finished since the last call (empty if none)."""
 
     @abstractmethod
-    def evaluate(self, policy: Any, episodes: int) -> dict[str, float]:
-        """``eval/return`` (and ``eval/length``) of the deterministic policy on fresh episodes."""
+    def eval_episodes(self, policy: Any) -> dict[str, float]:
+        """``eval/return`` (and ``eval/length``) of the deterministic policy on fresh
+        held-out episodes (as many as the environment's config says)."""
+
+
+class PreferenceEnvironment(Environment):
+    """(prompt, chosen, rejected) pairs: tasks with keys ``prompt``, ``chosen``, ``rejected``."""
+
+    @abstractmethod
+    def sample(self, n: int) -> list[Task]:
+        """``n`` training pairs."""
+
+    @abstractmethod
+    def eval_pairs(self) -> list[Task]:
+        """The fixed held-out pairs for this seed."""
+
+    def answer_tasks(self) -> TextEnvironment | None:
+        """A text environment over the pairs' prompts whose answers can be checked, for
+        an accuracy evaluation of the policy trained on the pairs; None when the pairs
+        carry no checkable answers (a file of human preferences)."""
+        return None

@@ -17,6 +17,9 @@ Example::
     def rlx_register_rewards(register):
         register("shout", "my_pkg.reward:Shout", config=ShoutConfig,
                  granularity="outcome", description="1 if the completion ends with '!'")
+
+A plugin's hooks may read settings of their own from the run's ``[plugins.<name>]``
+config table (``--set plugins.<name>.key=value``), handed to ``rlx_run_start``.
 """
 
 from __future__ import annotations
@@ -32,29 +35,66 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def rlx_register_objectives(register: Any) -> None:
-    """Register algorithms: ``register(name, factory, config=Model, accepts=("text",),
-    data="rollouts"|"demonstrations", description=...)``.
+    """Register algorithms: ``register(name, factory, config=Model, description=..., **fields)``.
 
-    ``accepts`` lists the environment kinds the objective can train on; ``data`` says
-    whether it learns from the policy's own rollouts or from gold demonstrations."""
+    The factory is called as ``factory(config, env=..., env_kind=..., max_new_tokens=...)``
+    and returns an ``rlx.Objective``. Fields (all optional):
+
+    - ``accepts``: environment kinds it trains on (default ``("text",)``).
+    - ``data``: what it learns from, a data mode of those kinds: ``rollouts`` (the
+      policy's samples, scored by rewards), ``demonstrations`` (gold completions),
+      ``preferences`` (pairs) or ``own`` (its ``make_batch`` builds the batch).
+    - ``produces``: what the run leaves: ``policy`` (default), ``reward_model``, ``nothing``.
+    - ``headline``: metric names ``rlx run`` prints at the end and ``rlx runs`` shows.
+    - ``defaults``: ``{section: {field: value}}`` under the user's values (``run``,
+      ``optim``, ``generation``, ``objective``, ``env``, ``policy``);
+      ``kind_defaults``: ``{kind: {section: {...}}}`` on top of those for one kind.
+    - ``default``: True for the objective ``rlx run`` uses when neither an objective nor an
+      environment is named (with an environment, its kind's ``default_objective``); one
+      installed objective at most may claim it.
+    - ``requires``: plugins (entry-point names) whose code this one imports."""
 
 
 @hookspec
 def rlx_register_rewards(register: Any) -> None:
     """Register reward sources: ``register(name, factory, config=Model,
-    granularity="outcome"|"process", description=...)``."""
+    granularity="outcome"|"process", kinds=("text",), requires=(), description=...)``; the
+    factory is called as ``factory(config, env=..., name=...)`` and returns an
+    ``rlx.RewardSource``. ``kinds``: the environment kinds whose batches it can score
+    (empty: any); a run that combines it with another kind fails before anything is built."""
 
 
 @hookspec
 def rlx_register_environments(register: Any) -> None:
     """Register environments: ``register(name, factory, config=Model, kind="text",
-    default_reward="verifier", description=...)``."""
+    default_reward=None, requires=(), description=...)``; the factory is called as
+    ``factory(config, seed=...)`` and returns an ``rlx.Environment`` of that kind.
+    ``default_reward``: the reward source a run uses when none is named (e.g. "verifier")."""
 
 
 @hookspec
 def rlx_register_policies(register: Any) -> None:
-    """Register policies: ``register(name, factory, config=Model, kind="lm",
-    description=...)``."""
+    """Register policies: ``register(name, factory, config=Model, interface="lm",
+    requires=(), description=...)``; the factory is called as ``factory(config, env=...)``.
+    ``interface`` names the policy interface it implements (``lm``: ``rlx.LMPolicy``,
+    ``control``: ``rlx.ControlPolicy``, or one a kind plugin defines)."""
+
+
+@hookspec
+def rlx_register_kinds(register: Any) -> None:
+    """Register environment kinds: ``register(name, factory, interface="lm",
+    data=("rollouts",), default_policy=..., default_env=..., default_objective=...,
+    headline=(...), requires=(), description=...)``; no ``config``: a run has no section for
+    a kind's settings.
+
+    The factory is called as ``factory(config, context=rlx.KindContext(...))`` (``config``
+    an empty model) and returns an
+    ``rlx.EnvironmentKind``: how batches are collected from environments of this kind and
+    how a policy is evaluated on them. ``interface``: the policy interface it drives;
+    ``data``: the objectives' data modes it can collect; ``default_policy``,
+    ``default_env`` and ``default_objective``: what ``rlx run`` picks when none is named
+    (``--env gym`` alone trains the control kind's default objective with its default
+    policy); ``headline``: its evaluation metrics, shown at the end of a run."""
 
 
 @hookspec
@@ -69,8 +109,9 @@ def rlx_run_start(run_id: str, config: dict) -> None:
 
 @hookspec
 def rlx_step_end(step: int, metrics: dict) -> bool | None:
-    """Called after every optimizer step with that step's metrics. Return True to stop
-    the run early (it still ends FINISHED)."""
+    """Called after every loop step with that step's metrics. Return True to stop the run
+    early: it ends FINISHED after a final checkpoint and evaluation, tagged
+    ``rlx.stopped_by`` (the plugin's name) and ``rlx.stopped_at_step``."""
 
 
 @hookspec

@@ -32,6 +32,10 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     policy_dir: str = ""
     produces: str = "policy"  # what policy_dir holds: a policy or a reward model
+    headline: list[str] = field(default_factory=list)  # the metrics to show, as the registrations say
+    stopped_by: str = ""  # the plugin that stopped the run early, if one did
+    stopped_at_step: int = 0
+    steps: int = 0  # the steps it was set to train
 
 
 def _git_commit() -> str:
@@ -90,32 +94,34 @@ class Components:
     objective: Any
     rewards: list[Any]
     reference: Any
-    specs: list[Any]
-    rollout: Any = None  # control environments: the stepping state carried across batches
+    kind: Any  # the environment kind: collects batches and evaluates
+    specs: list[Any]  # registrations: objective, environment, policy, kind, then rewards
     stepper: Any = None  # one process in full precision: the optimizer step without torch's Python around it
+
+    @property
+    def produces(self) -> str:
+        """What the run leaves behind, as the objective's registration says."""
+        return self.specs[0].meta["produces"]
 
 
 def build(cfg: Resolved, registry: Any) -> Components:
+    from rlx.kind import KindContext
+
     names = cfg.names
-    specs = [registry.get("objective", names["objective"]), registry.get("environment", names["env"]),
-             registry.get("policy", names["policy"])]
+    objective_spec, env_spec = registry.get("objective", names["objective"]), registry.get("environment", names["env"])
+    policy_spec, kind_spec = registry.get("policy", names["policy"]), registry.get("kind", names["kind"])
     reward_specs = [registry.get("reward", n) for n in cfg.rewards]
-    env = specs[1].build(cfg.env, seed=cfg.run.seed)
-    policy = specs[2].build(cfg.policy, env=env)
-    objective = specs[0].build(cfg.objective, max_new_tokens=cfg.generation.max_new_tokens,
-                               env_kind=getattr(env, "kind", "text"), env=env)
+    env = env_spec.build(cfg.env, seed=cfg.run.seed)
+    policy = policy_spec.build(cfg.policy, env=env)
+    objective = objective_spec.build(cfg.objective, max_new_tokens=cfg.generation.max_new_tokens,
+                                     env_kind=kind_spec.name, env=env)
     objective.setup(policy)
     rewards = [spec.build(c, env=env, name=n) for spec, (n, c) in zip(reward_specs, cfg.rewards.items())]
     reference = policy.reference() if objective.needs_reference else None
-    return Components(env, policy, objective, rewards, reference, specs + reward_specs)
-
-
-def total_steps(cfg: Resolved, parts: Components) -> int:
-    """``run.steps``, or for a control environment the steps that cover ``run.env_steps``."""
-    per_step = parts.env.num_envs * parts.objective.rollout_length if parts.rollout is not None else 0
-    if cfg.run.env_steps and per_step:
-        return -(-cfg.run.env_steps // per_step)
-    return cfg.run.steps
+    kind = kind_spec.build(kind_spec.config(), context=KindContext(
+        env, policy, objective, cfg, data=objective_spec.meta["data"], seed=cfg.run.seed))
+    return Components(env, policy, objective, rewards, reference, kind,
+                      [objective_spec, env_spec, policy_spec, kind_spec] + reward_specs)
 
 
 def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device: str,
@@ -125,12 +131,19 @@ def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device
         "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
         "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(cfg.run.seed),
         "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
-        "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": device,
+        "rlx.kind": names["kind"], "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": device,
         "rlx.num_processes": str(processes),
         "mlflow.source.name": "rlx",
     }
     tags.update({f"rlx.plugin.{spec.plugin}": spec.version for spec in parts.specs})
+    tags["rlx.headline"] = ",".join(headline(parts.specs[0], parts.specs[3]))
     return tags
+
+
+def headline(objective_spec: Any, kind_spec: Any) -> list[str]:
+    """The metrics a run's end line and ``rlx runs`` show: the kind's evaluation, then
+    what the objective's registration names."""
+    return list(dict.fromkeys([*kind_spec.meta["headline"], *objective_spec.meta["headline"]]))
 
 
 class NonFinite(RlxError):
@@ -152,15 +165,9 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
 
     from rlx.distributed import mean_over_ranks
     from rlx.reward import combine
-    from rlx.rollout import collect
 
-    gen = cfg.generation
     t0 = time.perf_counter()
-    if parts.rollout is not None:
-        batch = parts.rollout.collect()
-    else:
-        batch = collect(parts.env, parts.policy, parts.objective, cfg.run.batch_size, max_new_tokens=gen.max_new_tokens,
-                        temperature=gen.temperature, min_new_tokens=gen.min_new_tokens, seed=cfg.run.seed, step=step)
+    batch = parts.kind.collect(step)
     t_gen = time.perf_counter() - t0
     metrics: dict[str, float] = {}
     problem = ""
@@ -221,13 +228,7 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
         metrics.update({k: _mean(v) for k, v in sums.items()})
     dt = time.perf_counter() - t0
     metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "optim/lr": scheduler.get_last_lr()[0]})
-    if parts.rollout is not None:
-        n = float(batch["mask"].numel())
-        metrics.update({"perf/env_steps_per_s": n / dt, "env/steps": float(parts.rollout.env_steps)})
-        metrics.update(parts.env.episode_stats())
-    else:
-        tokens = float(batch["mask"].sum())
-        metrics.update({"perf/tokens_per_s": tokens / dt, "completion/length": tokens / max(len(batch), 1)})
+    metrics.update(parts.kind.step_metrics(batch, dt))
     # ranks log the same keys; a skipped step has no loss metrics on any rank
     return batch, mean_over_ranks(metrics), (problem or "another process saw a non-finite value") if skipped else ""
 
@@ -253,17 +254,32 @@ class Resume:
 
 @dataclass
 class _Run:
-    """One run's state as the loop and its ending see it."""
+    """One run's state, as its parts below and its ending see it."""
 
+    cfg: Resolved
+    registry: Any
+    catalog: Any = None
+    signals: Any = None
     run_id: str = ""
+    uri: str = ""  # the MLflow tracking URI
     main: bool = True
     accelerator: Any = None
     parts: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
     tracker: Any = None
+    bar: Any = None
     opened: bool = False  # a catalog row or MLflow run exists that must be ended
     status: str = "FINISHED"
     error: str = ""
+    start: int = 1  # the first step this process trains (after a resume: the one after the checkpoint)
+    steps: int = 0
     step: int = 0
+    saved_at: int = 0  # the step of the newest checkpoint this process wrote
+    skipped: int = 0  # steps skipped as non-finite, over the whole run
+    skip_reasons: set[str] = field(default_factory=set)  # the reasons already warned about
+    zero_steps: int = 0  # leading steps whose gradient was exactly 0 (-1 once one was not)
+    stopped_by: str = ""  # the plugin whose rlx_step_end hook stopped the run early
     last: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     curve: list[list[Any]] = field(default_factory=list)
@@ -274,21 +290,29 @@ class _Run:
     failure: BaseException | None = None  # the error that ended it
 
 
+# leading steps with an exactly-zero gradient before the loop says so: one such step is
+# normal (a batch whose groups all scored alike), several in a row from the start are not
+ZERO_GRADIENT_STEPS = 3
+
+
 def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "",
           tracking_uri: str | None = None, progress: bool = True, resume: Resume | None = None) -> RunResult:
-    """Run one experiment end to end (or continue one from its checkpoint).
+    """Run one experiment end to end (or continue one from its checkpoint): set up, train
+    step by step (evaluating and checkpointing on schedule), finish.
 
     However it ends, its status is recorded in the catalog and in MLflow (see
     ``rlx.status``): FINISHED, FAILED (raises ``RlxError``) or KILLED by a signal (raises
     ``RunKilled``; see ``rlx.interrupts``)."""
     from rlx.interrupts import RunInterrupted, Signals, signal_name
 
+    r = _Run(cfg, registry, catalog, opened=resume is not None)
     # under `accelerate launch` the same signal may reach a rank more than once
-    r = _Run(opened=resume is not None)
-    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ) as signals:
+    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ) as r.signals:
         try:
-            _run(r, cfg, registry, signals, catalog=catalog, command=command, tracking_uri=tracking_uri,
-                 progress=progress, resume=resume)
+            _set_up(r, tracking_uri, resume)
+            _open_tracking(r, command, resume)
+            with _Progress(r.steps, enabled=progress and r.main) as r.bar:
+                _train_steps(r)
         except RunInterrupted as exc:
             r.status, r.interrupt = "KILLED", exc
             r.error = f"{exc.message} during step {r.step + 1}" if exc.hard else exc.message
@@ -304,7 +328,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
             r.failure = RlxError(f"run {r.run_id} failed: {r.error}; rerun with --debug for the traceback")
             r.failure.__cause__ = exc
         finally:
-            problems = _finish(r, cfg, registry, catalog, signals, resume)
+            problems = _finish(r, resume)
     for line in problems:
         _warn(line)
     if r.interrupt is not None:
@@ -313,22 +337,23 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         raise r.failure
     if r.status == "FAILED":
         raise RlxError(f"run {r.run_id} FAILED: {r.error}")
-    if signals.received is not None:
-        _warn(f"{signal_name(signals.received)} arrived while the run was ending; it FINISHED")
-    return RunResult(r.run_id, r.tracker.run_id if r.tracker else "", r.status, r.last, r.policy_dir, r.produces)
+    if r.signals.received is not None:
+        _warn(f"{signal_name(r.signals.received)} arrived while the run was ending; it FINISHED")
+    return RunResult(r.run_id, r.tracker.run_id if r.tracker else "", r.status, r.last, r.policy_dir, r.produces,
+                     headline(r.parts.specs[0], r.parts.specs[3]), r.stopped_by,
+                     r.step if r.stopped_by else 0, r.steps)
 
 
-def _run(r: _Run, cfg: Resolved, registry: Any, signals: Any, *, catalog: Any, command: str,
-         tracking_uri: str | None, progress: bool, resume: Resume | None) -> None:
+def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
+    """The accelerator, the components, the optimizer and, for a resume, the state of the
+    newest checkpoint."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from rlx import checkpoint
-    from rlx.interrupts import RunInterrupted, signal_name
-    from rlx.rollout import evaluate
 
-    run_cfg, gen = cfg.run, cfg.generation
+    cfg, run_cfg = r.cfg, r.cfg.run
     if resume is not None:  # known from the start: an early failure still names the run
         r.run_id = resume.run_id
     if run_cfg.threads:
@@ -336,178 +361,212 @@ def _run(r: _Run, cfg: Resolved, registry: Any, signals: Any, *, catalog: Any, c
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
     accelerator = r.accelerator = Accelerator(cpu=run_cfg.device == "cpu")
-    main = r.main = accelerator.is_main_process
-    uri = (resume.tracking_uri if resume else "") or rlx_home.tracking_uri(tracking_uri)
-    if main and (resume is None or resume.mlflow_run_id):
+    r.main = accelerator.is_main_process
+    r.uri = (resume.tracking_uri if resume else "") or rlx_home.tracking_uri(tracking_uri)
+    if r.main and (resume is None or resume.mlflow_run_id):
         from rlx.tracking import prewarm
 
         # MLflow's writer imports while the parts are built (a no-op where `rlx run` started it)
-        prewarm(uri)
+        prewarm(r.uri)
     # all ranks agree on the run id: the launcher passes it down, or rank 0 of a plain run makes it
     if resume is None:
         r.run_id = os.environ.get("RLX_RUN_ID") or _shared_run_id()
-    run_id = r.run_id
-    run_dir = r.run_dir = rlx_home.runs_dir() / run_id
+    r.run_dir = rlx_home.runs_dir() / r.run_id
     set_seed(run_cfg.seed)
-    parts = r.parts = build(cfg, registry)
-    env, policy = parts.env, parts.policy
-
-    if getattr(env, "kind", "text") == "control":
-        from rlx.rollout import ControlRollout
-
-        # an objective with its own exploration (DQN's epsilon-greedy) acts instead of the policy
-        explore = getattr(parts.objective, "act", None)
-        parts.rollout = ControlRollout(env, policy, parts.objective.rollout_length,
-                                       act=(lambda obs: explore(policy, obs)) if explore else None)
-    steps = total_steps(cfg, parts)
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                  **_adamw_kernel(cfg.optim.kernel, getattr(policy, "kind", "lm")))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim, steps))
-    policy.model, optimizer, scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+    parts = r.parts = build(cfg, r.registry)
+    r.produces = parts.produces
+    r.steps = parts.kind.total_steps()
+    small = parts.kind.small_steps
+    r.optimizer = torch.optim.AdamW(parts.policy.model.parameters(), lr=cfg.optim.lr,
+                                    weight_decay=cfg.optim.weight_decay, **_adamw_kernel(cfg.optim.kernel, small))
+    r.scheduler = torch.optim.lr_scheduler.LambdaLR(r.optimizer, _lr_factor(cfg.optim, r.steps))
+    parts.policy.model, r.optimizer, r.scheduler = accelerator.prepare(parts.policy.model, r.optimizer, r.scheduler)
     if parts.reference is not None:
         parts.reference.model.to(accelerator.device)
-
-    start = 1
-    samples, last, curve = r.samples, r.last, r.curve
     if resume:
-        path, state, skipped = checkpoint.load_newest(accelerator, run_dir / "checkpoints")
-        if main:
+        path, state, skipped = checkpoint.load_newest(accelerator, r.run_dir / "checkpoints")
+        if r.main:
             for line in skipped:
                 _warn(f"{line}; resuming from {path.name} instead")
-        env.load_state_dict(state["env"])
+        parts.env.load_state_dict(state["env"])
         parts.objective.load_state_dict(state["objective"])
-        start = state["step"] + 1
-        samples[:], curve[:] = state["samples"], state.get("curve", [])
-        last.update(state["last"])
-    r.step = start - 1
+        parts.kind.load_state_dict(state.get("kind", {}))
+        r.start = state["step"] + 1
+        r.samples[:], r.curve[:] = state["samples"], state.get("curve", [])
+        r.last.update(state["last"])
+    r.step = r.start - 1
+    r.skipped = int(r.last.get("nonfinite/skipped", 0))
     if accelerator.num_processes == 1 and accelerator.mixed_precision == "no":
+        from accelerate.optimizer import AcceleratedOptimizer
+
         from rlx.small_steps import SmallSteps
 
-        # the fast clip concatenates every gradient: for tiny control networks only
-        raw = getattr(optimizer, "optimizer", optimizer)
-        parts.stepper = SmallSteps(raw, raw.param_groups[0]["params"], fast=getattr(policy, "kind", "lm") == "control")
+        # the fast clip concatenates every gradient: for tiny networks only
+        raw = r.optimizer.optimizer if isinstance(r.optimizer, AcceleratedOptimizer) else r.optimizer
+        parts.stepper = SmallSteps(raw, raw.param_groups[0]["params"], fast=small)
 
-    names = cfg.names
+
+def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
+    """The MLflow run and the catalog row (rank 0 only), new or reopened."""
+    cfg, run_cfg, names = r.cfg, r.cfg.run, r.cfg.names
     run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
     config_dict = cfg.to_dict()
-    tags = run_tags(cfg, parts, run_id, command, str(accelerator.device), accelerator.num_processes)
-    tracker = None
-    if main:  # only rank 0 talks to MLflow and the catalog
-        from rlx.tracking import Tracker
+    tags = run_tags(cfg, r.parts, r.run_id, command, str(r.accelerator.device), r.accelerator.num_processes)
+    if not r.main:  # only rank 0 talks to MLflow and the catalog
+        return
+    from rlx.tracking import Tracker
 
-        if resume:
-            if catalog is not None:
-                catalog.mark_running(run_id)
-            tracker = r.tracker = Tracker.reopen(uri, resume.mlflow_run_id, run_id)
-        else:
-            tracker = r.tracker = Tracker(uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
-                                          rlx_home.artifact_root(uri), rlx_run_id=run_id)
-            r.opened = True
-            if catalog is not None:
-                from rlx.registry.catalog import RunRecord
+    if resume:
+        if r.catalog is not None:
+            r.catalog.mark_running(r.run_id)
+        r.tracker = Tracker.reopen(r.uri, resume.mlflow_run_id, r.run_id)
+    else:
+        r.tracker = Tracker(r.uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
+                            rlx_home.artifact_root(r.uri), rlx_run_id=r.run_id)
+        r.opened = True
+        if r.catalog is not None:
+            from rlx.registry.catalog import RunRecord
 
-                catalog.sync_plugins(registry.rows())
-                catalog.add_run(RunRecord(id=run_id, name=run_name, objective=names["objective"],
-                                          rewards=names["reward"], env=names["env"], policy=names["policy"],
-                                          seed=run_cfg.seed, experiment=run_cfg.experiment,
-                                          mlflow_run_id=tracker.run_id, tracking_uri=uri if tracker.enabled else "",
-                                          config_json=json.dumps(config_dict), command=tags["rlx.command"],
-                                          num_processes=accelerator.num_processes,
-                                          accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
-            tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
-        registry.hook.rlx_run_start(run_id=run_id, config=config_dict)
-
-    # held-out metrics: the environment's own, greedy generation on its held-out tasks, and
-    # whatever the objective measures on held-out data (dpo: preference accuracy)
-    produces = r.produces = getattr(parts.objective, "produces", "policy")
-    gen_eval = (produces == "policy" and hasattr(env, "eval_tasks") and hasattr(env, "is_correct")
-                and getattr(env, "generation_eval", True))
-    objective_eval = getattr(parts.objective, "evaluate", None)
-    can_eval = (hasattr(env, "evaluate") and produces == "policy") or gen_eval or objective_eval is not None
-    skipped_total = int(last.get("nonfinite/skipped", 0))
-
-    def run_eval(step: int) -> None:
-        if main:  # evaluation has no collectives: rank 0 alone
-            m: dict[str, float] = {}
-            rows: list[dict[str, Any]] = []
-            if hasattr(env, "evaluate") and produces == "policy":
-                m = env.evaluate(policy)
-            elif gen_eval:
-                m, rows = evaluate(env, policy, max_new_tokens=gen.max_new_tokens, keep=run_cfg.samples_to_log)
-            if objective_eval is not None:
-                m.update(objective_eval(env, policy, parts.reference))
-            if not m:
-                return
-            samples.extend({"step": step, "split": "eval", **row} for row in rows)
-            curve.append([step, *next(iter(m.items()))])
-            last.update(m)
-            tracker.log_metrics(m, step)
-            key = next(iter(m))
-            bar.eval(step, key, m[key])
-
-    saved_at = [0]
-
-    def save_checkpoint(step: int) -> None:
-        if tracker:
-            tracker.flush()
-        state = {"env": env.state_dict(), "objective": parts.objective.state_dict(), "samples": samples,
-                 "last": last, "curve": curve}
-        path = checkpoint.save(accelerator, run_dir / "checkpoints", step, state, run_cfg.keep_checkpoints)
-        saved_at[0] = step
-        if main and catalog is not None:
-            catalog.update_run(run_id, checkpoint=str(path))
-
-    def stop_if_signalled(step: int) -> None:
-        if _agree(signals.received is not None):
-            if saved_at[0] != step:
-                save_checkpoint(step)
-            name = signal_name(signals.received) if signals.received is not None else "a signal on another rank"
-            raise RunInterrupted(signals.received or 2, f"interrupted by {name} after step {step}")
-
-    step = start - 1
-    with _Progress(steps, enabled=progress and main) as bar:
-        bar.update(step, last)
-        if can_eval and start == 1:
-            run_eval(0)
-        for step in range(start, steps + 1):
-            if hasattr(parts.objective, "on_step"):
-                parts.objective.on_step(step, steps)
-            batch, metrics, problem = train_step(parts, cfg, accelerator, optimizer, scheduler, step)
-            r.step = step
-            if problem:
-                if run_cfg.on_nonfinite == "stop":
-                    raise NonFinite(f"non-finite value at step {step}: {problem}; set run.on_nonfinite=skip to "
-                                    "skip such steps, or lower optim.lr")
-                skipped_total += 1
-            metrics["nonfinite/skipped"] = skipped_total
-            if main and step % 10 == 1 and run_cfg.samples_to_log and "completion" in batch.meta:
-                text = batch.meta["completion"][0]
-                samples.append({"step": step, "split": "train", "prompt": batch.meta["prompt"][0],
-                                "completion": text,
-                                "correct": bool(env.is_correct(batch.meta["task"][0], text))
-                                if hasattr(env, "is_correct") else None})
-            last.update(metrics)
-            if tracker:
-                tracker.log_metrics(metrics, step)
-            bar.update(step, metrics)
-            stop = _agree(main and any(registry.hook.rlx_step_end(step=step, metrics=metrics)))
-            if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != steps:
-                run_eval(step)
-            if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != steps:
-                save_checkpoint(step)
-            stop_if_signalled(step)
-            if stop:
-                break
-        if step >= start:
-            # the last step is checkpointed before the final evaluation and save: a run
-            # stopped from here on resumes without training again
-            save_checkpoint(step)
-        if can_eval and (step >= start or start > steps):
-            run_eval(step)
-        stop_if_signalled(step)
+            r.catalog.sync_plugins(r.registry.rows())
+            r.catalog.add_run(RunRecord(
+                id=r.run_id, name=run_name, objective=names["objective"], rewards=names["reward"], env=names["env"],
+                policy=names["policy"], seed=run_cfg.seed, experiment=run_cfg.experiment,
+                mlflow_run_id=r.tracker.run_id, tracking_uri=r.uri if r.tracker.enabled else "",
+                config_json=json.dumps(config_dict), command=tags["rlx.command"],
+                num_processes=r.accelerator.num_processes, headline=tags["rlx.headline"],
+                accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
+        r.tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
+    r.registry.hook.rlx_run_start(run_id=r.run_id, config=config_dict)
 
 
-def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, resume: Resume | None) -> list[str]:
+def _train_steps(r: _Run) -> None:
+    """Steps ``start..steps``: one ``train_step`` each, then its metrics, the evaluation
+    and checkpoint schedules, signals and early stops. Ends with a checkpoint and a final
+    evaluation."""
+    run_cfg, parts = r.cfg.run, r.parts
+    r.bar.update(r.step, r.last)
+    if r.start == 1:
+        _evaluate(r, 0)
+    step = r.start - 1
+    for step in range(r.start, r.steps + 1):
+        parts.objective.begin_step(step, r.steps)
+        batch, metrics, problem = train_step(parts, r.cfg, r.accelerator, r.optimizer, r.scheduler, step)
+        r.step = step
+        if problem:
+            if run_cfg.on_nonfinite == "stop":
+                raise NonFinite(f"non-finite value at step {step}: {problem}; set run.on_nonfinite=skip to "
+                                "skip such steps, or lower optim.lr")
+            r.skipped += 1
+            if r.main and problem not in r.skip_reasons:  # once per reason: a broken scorer must be named
+                r.skip_reasons.add(problem)
+                _warn(f"step {step} skipped: {problem} (run.on_nonfinite=skip; counted in nonfinite/skipped)")
+        metrics["nonfinite/skipped"] = r.skipped
+        _watch_zero_gradient(r, metrics, step)
+        if r.main and step % 10 == 1 and run_cfg.samples_to_log:
+            r.samples.extend({"step": step, "split": "train", **row} for row in parts.kind.train_samples(batch, step))
+        r.last.update(metrics)
+        if r.tracker:
+            r.tracker.log_metrics(metrics, step)
+        r.bar.update(step, metrics)
+        stop = _stop_requested(r, step, metrics)
+        if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != r.steps:
+            _evaluate(r, step)
+        if run_cfg.checkpoint_every and step % run_cfg.checkpoint_every == 0 and step != r.steps:
+            _checkpoint(r, step)
+        _stop_if_signalled(r, step)
+        if stop:
+            break
+    if step >= r.start and r.saved_at != step:
+        # the last step is checkpointed before the final evaluation and save: a run
+        # stopped from here on resumes without training again
+        _checkpoint(r, step)
+    if step >= r.start or r.start > r.steps:
+        _evaluate(r, step)
+    _stop_if_signalled(r, step)
+
+
+def _evaluate(r: _Run, step: int) -> None:
+    """The kind's evaluation of the policy (for runs that train one) and the objective's
+    own held-out metrics, logged at ``step``. Rank 0 alone: evaluation has no collectives."""
+    if not r.main:
+        return
+    parts = r.parts
+    metrics: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    if r.produces == "policy":
+        result = parts.kind.evaluate()
+        metrics.update(result.metrics)
+        rows = result.rows[:r.cfg.run.samples_to_log]
+    metrics.update(parts.objective.held_out_metrics(parts.env, parts.policy, parts.reference))
+    if not metrics:
+        return
+    r.samples.extend({"step": step, "split": "eval", **row} for row in rows)
+    key = next(iter(metrics))
+    r.curve.append([step, key, metrics[key]])
+    r.last.update(metrics)
+    r.tracker.log_metrics(metrics, step)
+    r.bar.eval(step, key, metrics[key])
+
+
+def _checkpoint(r: _Run, step: int) -> None:
+    """A resumable checkpoint of everything the run needs to continue exactly after ``step``."""
+    from rlx import checkpoint
+
+    if r.tracker:
+        r.tracker.flush()
+    parts = r.parts
+    state = {"env": parts.env.state_dict(), "objective": parts.objective.state_dict(),
+             "kind": parts.kind.state_dict(), "samples": r.samples, "last": r.last, "curve": r.curve}
+    path = checkpoint.save(r.accelerator, r.run_dir / "checkpoints", step, state, r.cfg.run.keep_checkpoints)
+    r.saved_at = step
+    if r.main and r.catalog is not None:
+        r.catalog.update_run(r.run_id, checkpoint=str(path))
+
+
+def _stop_if_signalled(r: _Run, step: int) -> None:
+    from rlx.interrupts import RunInterrupted, signal_name
+
+    received = r.signals.received
+    if _agree(received is not None):
+        if r.saved_at != step:
+            _checkpoint(r, step)
+        name = signal_name(received) if received is not None else "a signal on another rank"
+        raise RunInterrupted(received or 2, f"interrupted by {name} after step {step}")
+
+
+def _stop_requested(r: _Run, step: int, metrics: dict[str, float]) -> bool:
+    """Whether a plugin's ``rlx_step_end`` hook asked to stop (on rank 0; every rank
+    follows). The plugin and the step are recorded as tags."""
+    by = r.registry.stop_requests(step, metrics) if r.main else []
+    if not _agree(bool(by)) or step == r.steps:  # at the last step there is nothing left to stop
+        return False
+    if r.main:
+        r.stopped_by = by[0] if by else "a hook on another rank"
+        _warn(f"plugin '{r.stopped_by}' stopped the run early after step {step} of {r.steps}")
+        if r.tracker:
+            r.tracker.set_tags({"rlx.stopped_by": r.stopped_by, "rlx.stopped_at_step": str(step)})
+    return True
+
+
+def _watch_zero_gradient(r: _Run, metrics: dict[str, float], step: int) -> None:
+    """One warning when the gradient has been exactly 0 on every step so far: nothing is
+    learned, typically a group-relative objective sampling groups of 1."""
+    if r.zero_steps < 0 or r.start != 1 or "optim/grad_norm" not in metrics:  # from step 1 only: "so far"
+        return
+    if float(metrics["optim/grad_norm"]) != 0.0:
+        r.zero_steps = -1
+        return
+    r.zero_steps += 1
+    if r.zero_steps == ZERO_GRADIENT_STEPS and r.main:
+        r.zero_steps = -1
+        g = r.parts.objective.group_size
+        why = (f"objective '{r.cfg.names['objective']}' samples 1 per task, and a group-relative objective needs "
+               "groups of 2 or more (its config's num_generations)" if g == 1 else
+               "do the rewards vary within a batch?")
+        _warn(f"the gradient has been exactly 0 on every step so far ({step} steps): nothing is being learned; {why}")
+
+
+def _finish(r: _Run, resume: Resume | None) -> list[str]:
     """Save the policy of a finished run, then record how the run ended in the catalog and
     in MLflow, whatever happened. Returns what could not be done, one line each."""
     from datetime import datetime, timezone
@@ -516,6 +575,7 @@ def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, r
 
     problems: list[str] = []
     parts, tracker, main = r.parts, r.tracker, r.main
+    cfg, registry, catalog, signals = r.cfg, r.registry, r.catalog, r.signals
     if r.status == "FINISHED" and parts is not None:
         r.accelerator.wait_for_everyone()
         bad = _nonfinite_parameters(parts.policy) if main else 0
@@ -550,8 +610,9 @@ def _finish(r: _Run, cfg: Resolved, registry: Any, catalog: Any, signals: Any, r
             problems.append(f"could not log the samples table or learning curve to MLflow: {_line(exc)}")
     if catalog is not None and r.opened:
         try:
+            note = f"stopped early by plugin '{r.stopped_by}' after step {r.step} of {r.steps}" if r.stopped_by else ""
             catalog.update_run(r.run_id, status=r.status, metrics=r.last, policy_dir=r.policy_dir, error=r.error,
-                               ended_at=datetime.now(timezone.utc))
+                               note=note, ended_at=datetime.now(timezone.utc))
         except Exception as exc:
             problems.append(f"the catalog could not record that run {r.run_id} {r.status}: {_line(exc)}")
     if tracker:
@@ -625,12 +686,12 @@ def _warn(line: str) -> None:
         pass
 
 
-def _adamw_kernel(kernel: str, policy_kind: str) -> dict[str, bool]:
-    """AdamW's implementation. ``auto``: fused for control policies (thousands of steps on
-    tiny networks, where per-tensor overhead dominates), single-tensor for LMs (the
-    kernel the documented GRPO figures were measured with; the kernels round differently)."""
+def _adamw_kernel(kernel: str, small_steps: bool) -> dict[str, bool]:
+    """AdamW's implementation. ``auto``: fused for kinds of many small steps (thousands of
+    steps on tiny networks, where per-tensor overhead dominates), single-tensor otherwise
+    (the kernel the documented GRPO figures were measured with; the kernels round differently)."""
     if kernel == "auto":
-        kernel = "fused" if policy_kind == "control" else "single"
+        kernel = "fused" if small_steps else "single"
     return {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[kernel]
 
 

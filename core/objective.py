@@ -1,7 +1,7 @@
 """Objective: the algorithm. Turns a scored batch into a loss and named metrics.
 
-It declares what it needs (``group_size`` samples per prompt, a reference policy,
-rollouts or demonstrations) and may compute advantages in ``prepare``. The loop owns
+It declares what it needs (``group_size`` samples per task, a reference policy) and may
+compute advantages in ``prepare``. The loop owns
 collection, optimizer steps and logging; an objective owns its minibatch schedule only
 through ``minibatches``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pydantic import BaseModel
 
@@ -22,25 +22,36 @@ if TYPE_CHECKING:
 
 
 class Objective(ABC):
-    # rollouts: the policy's own samples; demonstrations: the environment's gold
-    # completions; preferences: (chosen, rejected) pairs; own: ``make_batch`` builds it
-    data: ClassVar[str] = "rollouts"
-    # what the run leaves behind: a "policy" (the default), a "reward_model" (the policy's
-    # model was turned into a scorer in ``setup``), or "nothing" (inference-time methods).
-    # Only a run that trains a policy gets the generation evaluation.
-    produces: ClassVar[str] = "policy"
+    """Required: ``loss``. The rest has defaults.
+
+    What an objective learns from (``data``), what its run leaves behind (``produces``),
+    the environment kinds it accepts and its headline metrics are stated once, in its
+    registration (see ``rlx.hookspecs.rlx_register_objectives``), not on the class."""
 
     def __init__(self, config: BaseModel, **kwargs: Any):
+        """Factories are called as ``factory(config, env=..., env_kind=..., max_new_tokens=...)``:
+        the environment built for the run, its kind's name and the completion length limit."""
         self.config = config
 
     @property
     def group_size(self) -> int:
-        """Samples drawn per prompt."""
-        return 1
+        """Samples drawn per task (``data = "rollouts"``): the config's ``num_generations``
+        field where it has one, else 1. A group-relative objective whose groups are of 1
+        has an advantage of 0 everywhere, so the number lives in one place, its config."""
+        fields = type(self.config).model_fields
+        return int(self.config.num_generations) if "num_generations" in fields else 1  # type: ignore[attr-defined]
 
     @property
     def needs_reference(self) -> bool:
+        """Whether the loop builds a frozen copy of the initial policy (``reference`` in
+        ``prepare`` and ``held_out_metrics``) for a KL term."""
         return False
+
+    @property
+    def rollout_length(self) -> int:
+        """Kinds that step environments: time steps collected per environment copy per
+        loop step (the batch is ``[num_envs, rollout_length]``)."""
+        return 1
 
     def setup(self, policy: "Policy") -> None:
         """Called once the policy is built and before the optimizer sees its parameters:
@@ -58,6 +69,21 @@ class Objective(ABC):
     def loss(self, policy: "Policy", batch: "Batch") -> tuple["torch.Tensor", dict[str, float]]:
         """A scalar loss to minimize and metrics named ``<group>/<name>``."""
 
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Called before collecting loop step ``step`` of ``total_steps``: the place for
+        schedules the objective owns (an exploration rate, an annealed clip range)."""
+
+    def act(self, policy: "Policy", obs: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """Kinds that step environments: the behaviour policy's actions, their log-probs
+        and values for ``obs``. Default: the policy's own ``act``; an objective that
+        explores its own way (DQN's epsilon-greedy) overrides it."""
+        return policy.act(obs)  # type: ignore[attr-defined]
+
+    def held_out_metrics(self, env: Any, policy: "Policy", reference: "Policy | None") -> dict[str, float]:
+        """Metrics the objective itself measures on the environment's held-out data (DPO:
+        preference accuracy), merged with the kind's evaluation; main process only."""
+        return {}
+
     def make_batch(self, env: Any, policy: "Policy", tasks: list[dict[str, Any]], *, seeds: list[int]) -> "Batch":
         """``data = "own"``: the training batch for ``tasks`` (one seed per task). Rows
         may be several per task; ``meta["of_task"]`` then gives each row's task index."""
@@ -69,10 +95,14 @@ class Objective(ABC):
 
     def artifacts(self, folder: "Path") -> None:
         """Write files (plots, tables) into ``folder`` at the end of a finished run; the
-        loop logs whatever is there as MLflow artifacts."""
+        loop logs whatever is there as MLflow artifacts (with tracking off they are not
+        kept: write what must survive into the run's folder yourself)."""
 
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume exactly (schedules, counters): JSON-serialisable,
+        since checkpoints write it as JSON. Owned networks and large buffers belong on the
+        policy's ``model`` or in files of their own."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what ``state_dict`` returned."""

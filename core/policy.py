@@ -1,7 +1,7 @@
 """Policy: acts, scores given actions, and saves itself.
 
 An LM policy generates completions for prompts and returns per-token log-probs of given
-completions; a control policy (later) samples actions for observations. Both expose the
+completions; a control policy samples actions for observations. Both expose the
 trainable ``model`` (an ``nn.Module``) that the loop hands to accelerate.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -43,8 +43,11 @@ def unwrap(model: "torch.nn.Module") -> "torch.nn.Module":
 
 
 class Policy(ABC):
-    kind: ClassVar[str] = "lm"
-    model: "torch.nn.Module"
+    """Any policy. Its registration names the interface it implements (``interface="lm"``
+    for ``LMPolicy``, ``"control"`` for ``ControlPolicy``, or one a kind plugin defines),
+    which environment kinds check before anything is built."""
+
+    model: "torch.nn.Module"  # what the optimizer trains; accelerate wraps it
 
     def __init__(self, config: BaseModel, **kwargs: Any):
         self.config = config
@@ -52,11 +55,19 @@ class Policy(ABC):
     @abstractmethod
     def log_probs(self, batch: "Batch", *, entropy: bool = False) -> tuple["torch.Tensor", "torch.Tensor | None"]:
         """Per-position log-probs ``[B, T]`` of ``batch['actions']`` under this policy, and
-        the per-position entropy when asked (else None)."""
+        the per-position entropy when asked (else None). The entropy is for logging: it may
+        carry no gradient (the built-in LM policies compute it without one), so an entropy
+        bonus needs a policy that documents one."""
 
-    @abstractmethod
     def reference(self) -> "Policy":
-        """A frozen copy (no gradients, eval mode) for KL penalties."""
+        """A frozen copy (no gradients, eval mode) for KL penalties and as a target: by
+        default a shallow copy of this policy holding a deep copy of ``model``. Override
+        when the policy holds other state that must not be shared."""
+        import copy
+
+        ref = copy.copy(self)
+        ref.model = copy.deepcopy(unwrap(self.model)).eval().requires_grad_(False)
+        return ref
 
     @abstractmethod
     def save(self, path: str | Path) -> None:
@@ -64,9 +75,14 @@ class Policy(ABC):
 
 
 class LMPolicy(Policy):
-    """A language-model policy."""
+    """A language-model policy (registered with ``interface="lm"``)."""
 
-    kind: ClassVar[str] = "lm"
+    tokenizer: Any  # the transformers tokenizer of ``model``: reward-model trainers encode with it
+
+    @property
+    def device(self) -> "torch.device":
+        """Where ``model``'s parameters are."""
+        return next(self.model.parameters()).device
 
     @abstractmethod
     def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0,
@@ -96,9 +112,7 @@ class LMPolicy(Policy):
 
 
 class ControlPolicy(Policy):
-    """A policy over observations (an MLP for classic control)."""
-
-    kind: ClassVar[str] = "control"
+    """A policy over observations, an MLP for classic control (``interface="control"``)."""
 
     @abstractmethod
     def act(self, obs: "torch.Tensor", *, deterministic: bool = False
@@ -108,6 +122,15 @@ class ControlPolicy(Policy):
     @abstractmethod
     def value(self, obs: "torch.Tensor") -> "torch.Tensor":
         """Value estimates ``[N]``."""
+
+    discrete: bool = True  # actions are indices into a finite set (value-based objectives need it)
+
+    def q_values(self, obs: "torch.Tensor") -> "torch.Tensor":
+        """Action values ``[N, A]`` for discrete actions (what dqn learns)."""
+        from rlx.errors import UsageError
+
+        raise UsageError(f"policy '{type(self).__name__}' has no Q-values, which value-based objectives such as "
+                         "dqn need; use --policy mlp")
 
     @abstractmethod
     def evaluate_actions(self, batch: "Batch", *, entropy: bool = True

@@ -9,7 +9,7 @@ places every score at its position so objectives see one ``rewards`` tensor.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -27,7 +27,9 @@ class RewardConfig(BaseModel):
 
 
 class RewardSource(ABC):
-    granularity: ClassVar[str] = "outcome"  # or "process"
+    """Required: ``score``. Its registration names its granularity (``outcome`` or
+    ``process``), which other plugins read before building it (an ensemble takes outcome
+    members only); what counts at run time is the shape ``score`` returns."""
 
     def __init__(self, config: BaseModel, *, env: "Environment | None" = None, name: str = ""):
         self.config = config
@@ -47,6 +49,25 @@ class RewardSource(ABC):
         import torch
 
         return scores if scores.dim() == 1 else torch.nansum(scores, dim=-1)
+
+
+def reward_events(rewards: "torch.Tensor", placed: "torch.Tensor") -> "torch.Tensor":
+    """``[B, T]`` bool: where a reward event is, i.e. placed and a number.
+
+    NaN means "not applicable" (``rlx.reward``): a NaN score is no event at all, so it
+    neither counts in any statistic nor adds to any return. ``combine`` already leaves
+    NaN scores unplaced; this also covers rewards built by hand with NaN where placed."""
+    import torch
+
+    return placed & ~torch.isnan(rewards)
+
+
+def applicable_rows(rewards: "torch.Tensor", placed: "torch.Tensor") -> "torch.Tensor":
+    """``[B]`` bool: rows with at least one reward event. A row whose every score is NaN
+    (or that has none) is not applicable: an objective gives it advantage 0 and leaves it
+    out of every baseline and normalization (the built-in policy-gradient families do). A
+    row with some NaN events and some numbers is applicable, on its numbers alone."""
+    return reward_events(rewards, placed).any(-1)
 
 
 def combine(sources: list[RewardSource], batch: "Batch") -> dict[str, Any]:

@@ -55,6 +55,8 @@ class RunRecord(RunJson, SQLModel, table=True):
     num_processes: int = 1  # a resume runs with as many: each rank's RNG state and data slice
     accelerate_config: str = ""  # the --accelerate-config file it was launched with
     error: str = ""
+    headline: str = ""  # the metrics its objective's and kind's registrations name, comma-separated
+    note: str = ""  # how a run that FINISHED early ended (the plugin that stopped it)
     created_at: datetime = Field(default_factory=_now)
     ended_at: Optional[datetime] = None
 

@@ -23,12 +23,13 @@ from pydantic import BaseModel
 from rlx import hookspecs
 from rlx.errors import PluginError, UsageError
 
-KINDS = ("objective", "reward", "environment", "policy")
+KINDS = ("objective", "reward", "environment", "policy", "kind")
 _HOOK_FOR_KIND = {
     "objective": "rlx_register_objectives",
     "reward": "rlx_register_rewards",
     "environment": "rlx_register_environments",
     "policy": "rlx_register_policies",
+    "kind": "rlx_register_kinds",
 }
 # what a built component must be an instance of: the loop calls these interfaces' methods
 _INTERFACE_FOR_KIND = {
@@ -36,7 +37,22 @@ _INTERFACE_FOR_KIND = {
     "reward": ("rlx.reward", "RewardSource"),
     "environment": ("rlx.environment", "Environment"),
     "policy": ("rlx.policy", "Policy"),
+    "kind": ("rlx.kind", "EnvironmentKind"),
 }
+# Registration fields per component kind, with their defaults: what core validates and
+# reads before anything heavy is imported. Stated here once; documented in rlx.hookspecs.
+REGISTRATION_FIELDS: dict[str, dict[str, Any]] = {
+    "objective": {"accepts": ("text",), "data": "rollouts", "produces": "policy", "headline": (),
+                  "defaults": {}, "kind_defaults": {}, "default": False, "requires": ()},
+    "reward": {"granularity": "outcome", "kinds": (), "requires": ()},
+    "environment": {"kind": "text", "default_reward": None, "requires": ()},
+    "policy": {"interface": "lm", "requires": ()},
+    "kind": {"interface": "lm", "data": ("rollouts",), "default_policy": None, "default_env": None,
+             "default_objective": None, "headline": (), "requires": ()},
+}
+_CHOICES = {("objective", "produces"): ("policy", "reward_model", "nothing"),
+            ("reward", "granularity"): ("outcome", "process")}
+_TUPLES = {"accepts", "headline", "requires", "data", "kinds"}
 # long enough for a plugin module that imports torch at the top from a cold disk; a
 # module that takes longer is stuck (waiting on a lock, a network mount, a sleep)
 IMPORT_TIMEOUT_S = 30.0
@@ -53,7 +69,7 @@ class EmptyConfig(BaseModel):
 class ComponentSpec:
     """One registered component. ``meta`` carries what the core validates before any
     heavy import: an objective's ``accepts`` and ``data``, an environment's ``kind`` and
-    ``default_reward``, a reward's ``granularity``, a policy's ``kind``."""
+    ``default_reward``, a reward's ``granularity``, a policy's ``interface`` (see REGISTRATION_FIELDS)."""
 
     kind: str
     name: str
@@ -63,6 +79,7 @@ class ComponentSpec:
     version: str
     description: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    unavailable: str = ""  # why it cannot be used although registered (a required plugin is off)
 
     def load(self) -> Callable[..., Any]:
         if callable(self.factory):
@@ -109,6 +126,26 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     components: list[ComponentSpec] = field(default_factory=list)
     dist_path: str = ""  # the distribution's .dist-info folder, where known (rlx.registry.cache)
+
+
+def registration_meta(kind: str, name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` registration fields checked against ``kind``'s and completed with their
+    defaults, so that core reads ``meta[field]`` and a typo fails at registration."""
+    allowed = REGISTRATION_FIELDS[kind]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise PluginError(f"{kind} '{name}': unknown registration field '{unknown[0]}'; "
+                          f"allowed: {', '.join(allowed) or 'none'}")
+    meta = {**allowed, **given}
+    for key in _TUPLES & set(meta):
+        if key == "data" and kind == "objective":  # one mode for an objective, several for a kind
+            continue
+        value = meta[key]
+        meta[key] = (value,) if isinstance(value, str) else tuple(value)
+    for (k, f), choices in _CHOICES.items():
+        if k == kind and meta[f] not in choices:
+            raise PluginError(f"{kind} '{name}': {f}={meta[f]!r} is not one of {', '.join(choices)}")
+    return meta
 
 
 def disabled_plugins() -> set[str]:
@@ -202,6 +239,7 @@ class Registry:
             self._load(ep, outcome)
         for kind in KINDS:
             self._collect(kind)
+        self._check_requires()
 
     def _dist(self, ep: EntryPoint) -> tuple[str, str]:
         """(distribution name, version) of an entry point; ("?", "?") without one."""
@@ -264,8 +302,11 @@ class Registry:
                                       + (f" by plugin '{owner.plugin}'" if owner else ""))
                 if config is not None and not (isinstance(config, type) and issubclass(config, BaseModel)):
                     raise PluginError(f"{kind} '{name}': config must be a pydantic BaseModel subclass")
+                if config is not None and kind == "kind":  # a run has no section for it: it would never be read
+                    raise PluginError(f"kind '{name}': environment kinds take no config; give settings to the "
+                                      "environment or the objective")
                 added.append(ComponentSpec(kind, name, factory, config or EmptyConfig, info.name,
-                                           info.version, description, meta))
+                                           info.version, description, registration_meta(kind, name, meta)))
 
             try:
                 impl.function(register)
@@ -280,18 +321,33 @@ class Registry:
                 self.components[kind][spec.name] = spec
             info.components.extend(added)
 
+    def _check_requires(self) -> None:
+        """A component whose registration ``requires`` a plugin that is not loaded stays
+        listed but cannot be used: disabling a plugin cuts what depends on it."""
+        for specs in self.components.values():
+            for spec in specs.values():
+                missing = [p for p in spec.meta["requires"] if self.plugins.get(p) is None
+                           or self.plugins[p].status != "ok"]
+                if missing:
+                    p = missing[0]
+                    why = ("is not installed" if p not in self.plugins else "is disabled by RLX_DISABLE_PLUGINS"
+                           if self.plugins[p].status == "disabled" else "failed to load")
+                    spec.unavailable = f"it needs plugin '{p}', which {why}"
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
     def get(self, kind: str, name: str) -> ComponentSpec:
         specs = self.components[kind]
         if name in specs:
+            if specs[name].unavailable:
+                raise UsageError(f"{kind} '{name}' is unavailable: {specs[name].unavailable}")
             return specs[name]
         for info in self.plugins.values():
             if info.name == name and info.status != "ok":
                 why = "is disabled by RLX_DISABLE_PLUGINS" if info.status == "disabled" else f"failed to load ({info.error})"
                 raise UsageError(f"{kind} '{name}' is unavailable: plugin '{name}' {why}")
-        flag = "--" + ("env" if kind == "environment" else kind)
+        flag = {"environment": "--env", "kind": "an environment's kind="}.get(kind, "--" + kind)
         close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         available = ", ".join(sorted(specs)) or "none installed"
@@ -314,6 +370,14 @@ class Registry:
     def hook(self) -> Any:
         return self.pm.hook
 
+    def stop_requests(self, step: int, metrics: dict[str, float]) -> list[str]:
+        """Call every ``rlx_step_end`` hook; the names of the plugins that asked to stop.
+        Each is called by itself (not through pluggy's call), so the loop can record who stopped the run."""
+        given = {"step": step, "metrics": metrics}
+        # as pluggy calls it: an implementation takes any subset of the arguments
+        return [impl.plugin_name for impl in self.pm.hook.rlx_step_end.get_hookimpls()
+                if impl.function(**{k: given[k] for k in impl.argnames})]
+
     def rows(self) -> list[dict[str, Any]]:
         """One row per component, plus one per plugin that registered none (broken,
         disabled, or commands only): what ``rlx plugins list`` shows."""
@@ -323,9 +387,11 @@ class Registry:
             for spec in info.components:
                 rows.append({"name": spec.name, "kind": spec.kind, "family": info.name,
                              "version": info.version, "distribution": info.distribution,
-                             "status": status, "description": spec.description})
+                             "status": f"unavailable: {spec.unavailable}" if spec.unavailable and status == "ok"
+                             else status, "description": spec.description})
             if not info.components:
-                kinds = "command" if "rlx_register_commands" in info.hooks else "-"
+                lifecycle = {"rlx_run_start", "rlx_step_end", "rlx_run_end"} & set(info.hooks)
+                kinds = ("command" if "rlx_register_commands" in info.hooks else "hooks" if lifecycle else "-")
                 rows.append({"name": info.name, "kind": kinds, "family": info.name,
                              "version": info.version, "distribution": info.distribution,
                              "status": status, "description": ""})

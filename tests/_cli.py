@@ -51,3 +51,20 @@ def latest_run(home: Path) -> tuple[dict, "object"]:
 def metric_history(client: "object", run_id: str, key: str) -> list:
     """A metric's history, ordered by step."""
     return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+
+
+def install_copy(src: Path, tmp: Path) -> Path:
+    """``src`` (a package folder) installed into ``tmp/site`` with ``pip install --target``,
+    built from a copy so no build/ or *.egg-info lands in the repository. Put the returned
+    folder on PYTHONPATH and rlx finds the package's entry points."""
+    import shutil
+
+    copy = tmp / "src"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist"))
+    target = tmp / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target), str(copy)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return target

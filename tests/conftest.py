@@ -8,6 +8,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 LOCK = Path(__file__).resolve().parent.parent / "constraints.txt"
 
 
@@ -43,3 +45,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         why = "; a failure may come from them" if exitstatus not in (0, 5) else ""
         terminalreporter.write_line("these dependencies differ from the tested lock (constraints.txt)" + why + ": "
                                     + ", ".join(found), yellow=True)
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory) -> Path:
+    """examples/rlx-example-plugin installed once for the session into a private folder
+    (see ``_cli.install_copy``)."""
+    from _cli import install_copy
+
+    root = Path(__file__).resolve().parent.parent
+    return install_copy(root / "examples" / "rlx-example-plugin", tmp_path_factory.mktemp("example_plugin"))

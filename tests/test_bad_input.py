@@ -128,7 +128,7 @@ CASES = [
     ("disabled plugin", ["run", "--reward", "prm"], 2, ["prm", "disabled"]),
     ("show unknown run", ["runs", "show", "doesnotexist"], 2, ["no run 'doesnotexist'", "rlx runs list"]),
     ("resume unknown run", ["runs", "resume", "doesnotexist"], 2, ["no run 'doesnotexist'"]),
-    ("show unknown plugin", ["plugins", "show", "grpoo"], 2, ["no plugin or component 'grpoo'", "'grpo'"]),
+    ("show unknown plugin", ["plugins", "show", "grpoo"], 2, ["no plugin, component or core section 'grpoo'", "'grpo'"]),
     ("accelerate config missing", ["run", "--num-processes", "2", "--accelerate-config", "nope.yaml"], 2,
      ["nope.yaml", "does not exist"]),
     ("accelerate config malformed", ["run", "--accelerate-config", "{root}/accel.yaml"], 2, ["not valid YAML"]),

@@ -18,7 +18,8 @@ from rlx.registry.plugins import ComponentSpec, EmptyConfig
 
 HANGS = "import time\ntime.sleep(10**6)\n"
 INTERFACES = {"objective": "rlx.objective:Objective", "reward": "rlx.reward:RewardSource",
-              "environment": "rlx.environment:Environment", "policy": "rlx.policy:Policy"}
+              "environment": "rlx.environment:Environment", "policy": "rlx.policy:Policy",
+              "kind": "rlx.kind:EnvironmentKind"}
 
 
 @pytest.mark.parametrize("returned,words", [

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rlx.batch import Batch
+from rlx.environment import TextEnvironment
 from rlx.plugins.best_of_n import estimator
 
 
@@ -63,7 +64,16 @@ def test_kl_bound_by_hand():
     assert estimator.kl_bound(16) == pytest.approx(2.7725887 - 15 / 16)  # 1.8351
 
 
-class _Env:
+class _Env(TextEnvironment):
+    def __init__(self):
+        super().__init__(None)
+
+    def sample(self, n):
+        return []
+
+    def eval_tasks(self):
+        return []
+
     def is_correct(self, task, completion):
         return completion == task["answer"]
 
@@ -85,7 +95,10 @@ def test_objective_metrics_state_and_no_loss(tmp_path):
     from rlx.plugins.best_of_n.objective import BestOfN
 
     obj = BestOfN(BestOfNConfig(n=4, examples=1), env=_Env(), max_new_tokens=8, env_kind="text")
-    assert obj.group_size == 4 and obj.produces == "nothing"
+    assert obj.group_size == 4
+    from rlx.registry import get_registry
+
+    assert get_registry().get("objective", "best-of-n").meta["produces"] == "nothing"  # stated once, registered
     batch = _batch([[0.0, 1.0, 3.0, 2.0], [1.0, 1.0, 1.0, 1.0]], [["no", "yes", "no", "yes"], ["yes", "no", "no", "no"]])
     m = obj.prepare(batch, None, None)
     assert m["bon/reward_at_1"] == pytest.approx((1.5 + 1.0) / 2) and m["bon/reward_mean"] == m["bon/reward_at_1"]

@@ -22,7 +22,8 @@ def test_precedence(tmp_path):
     assert cfg.rewards["prm"].weight == 0.25    # TOML fields kept for a flagged reward
     assert list(cfg.rewards) == ["prm", "verifier"]
     assert cfg.objective.loss_type == "grpo"    # default
-    assert cfg.names == {"objective": "grpo", "env": "arithmetic", "policy": "tiny", "reward": "prm,verifier"}
+    assert cfg.names == {"objective": "grpo", "env": "arithmetic", "policy": "tiny", "kind": "text",
+                         "reward": "prm,verifier"}
 
 
 def test_defaults_are_the_headline_run():

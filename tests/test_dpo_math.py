@@ -103,7 +103,7 @@ def test_preference_pairs_from_files_and_errors(tmp_path):
     assert len(env.eval_pairs()) == 3 and env.eval_pairs()[0]["prompt"] == "Q7"
     drawn = env.sample(14)  # two shuffled passes over the 7 training pairs
     assert sorted(p["prompt"] for p in drawn[:7]) == [f"Q{i}" for i in range(7)]
-    assert not env.generation_eval
+    assert env.answer_tasks() is None  # a file's pairs have no checkable answers
     csv = tmp_path / "p.csv"
     csv.write_text("prompt,chosen,rejected\nQ0,a,b\nQ1,,b\nQ2,a,b\n")
     with pytest.raises(UsageError, match=r"p.csv:line 3: field 'chosen'"):

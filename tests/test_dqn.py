@@ -86,7 +86,7 @@ def test_epsilon_schedule():
     assert linear_epsilon(0.5, 0.1, 0.0, 0.0) == pytest.approx(0.1)
     # measured in env steps of the whole run: 10 loop steps x train_freq 4 x 2 envs = 80
     dqn = DQN(DQNConfig(start_e=1.0, end_e=0.0, exploration_fraction=0.5, train_freq=4))
-    dqn.on_step(1, 10)
+    dqn.begin_step(1, 10)
     assert [dqn.epsilon_at(s, 2) for s in (0, 20, 40, 80)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
 
 
@@ -138,7 +138,7 @@ def test_target_updated_every_interval_gradient_steps():
 
 
 def test_learning_starts_and_prepare_time_major():
-    dqn = DQN(DQNConfig(learning_starts=6, gradient_steps=3, batch_size=4))
+    dqn = DQN(DQNConfig(learning_starts=6, gradient_steps=3, minibatch_size=4))
     online, target = LinearQ([[1.0, 0.0], [0.0, 1.0]]), LinearQ(SWAP2)
     N, T = 2, 2
     step = torch.arange(N * T, dtype=torch.float32).view(N, T)  # env n, step t -> 2n + t
@@ -185,9 +185,13 @@ def test_objective_defaults_for_the_policy_section():
     assert resolve(cfg.to_dict(), reg).to_dict() == cfg.to_dict()
     cfg = resolve(compose(None, {"objective": "ppo", "env": "gym", "policy": "mlp"}), reg)
     assert cfg.policy.hidden_sizes == [64, 64]  # another objective's run is untouched
-    # a policy without those fields is left alone rather than refused
-    cfg = resolve(compose(None, {"objective": "dqn", "env": "gym", "policy": "tiny"}), reg)
-    assert "hidden_sizes" not in cfg.policy.model_dump()
+    # an LM policy on a control environment is refused before anything is built
+    from rlx.errors import UsageError
+
+    with pytest.raises(UsageError, match="need a 'control' policy such as --policy mlp"):
+        resolve(compose(None, {"objective": "dqn", "env": "gym", "policy": "tiny"}), reg)
+    # and without --policy the kind's default is picked
+    assert resolve(compose(None, {"objective": "dqn", "env": "gym"}), reg).names["policy"] == "mlp"
 
 
 def test_continuous_env_is_refused_in_one_line(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,20 +37,10 @@ def _tiny_policy_args() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The example package installed into a private folder (a copy of the source is
-    built, so no build/ or *.egg-info lands in the repository)."""
-    tmp = tmp_path_factory.mktemp("example_plugin")
-    src = tmp / "src"
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist"))
-    target = tmp / "site"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (target / "rlx_example_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
-    return target
+def site(example_site: Path) -> Path:
+    """The example package, installed once for the session (conftest)."""
+    assert (example_site / "rlx_example_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
+    return example_site
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +86,8 @@ def test_show_lists_config_fields_with_descriptions(site, tmp_path):
     proc = rlx("plugins", "show", "example", "--json", home=tmp_path, paths=[site])
     assert proc.returncode == 0, proc.stderr
     by_name = {c["name"]: c for c in json.loads(proc.stdout)}
-    assert by_name["brevity"]["meta"] == {"granularity": "outcome"}
-    assert by_name["countdown"]["meta"] == {"kind": "text", "default_reward": "verifier"}
+    assert by_name["brevity"]["meta"] == {"granularity": "outcome", "kinds": [], "requires": []}
+    assert by_name["countdown"]["meta"] == {"kind": "text", "default_reward": "verifier", "requires": []}
     fields = {c: {f["field"]: f for f in by_name[c]["fields"]} for c in by_name}
     assert set(fields["brevity"]) == {"weight", "target_length"}
     assert set(fields["countdown"]) == {"max_operand", "num_ops", "eval_size"}

@@ -20,7 +20,7 @@ import pytest
 import torch
 from _approx import close as approx_close
 
-import rlx.pg_losses
+import rlx.plugins.shared.policy_gradient
 from rlx.batch import Batch
 from rlx.plugins.grpo.config import GRPOConfig
 from rlx.plugins.grpo.objective import GRPO, clipped_objective
@@ -202,8 +202,8 @@ def test_dapo_minibatch_matches_trl_optimizer_step(monkeypatch, other_rank_token
     world = 1
     if other_rank_tokens is not None:
         world = 2
-        monkeypatch.setattr(rlx.pg_losses, "sum_over_ranks", lambda v: v + other_rank_tokens)
-        monkeypatch.setattr(rlx.pg_losses, "rank_world", lambda: (0, 2))
+        monkeypatch.setattr(rlx.plugins.shared.policy_gradient, "sum_over_ranks", lambda v: v + other_rank_tokens)
+        monkeypatch.setattr(rlx.plugins.shared.policy_gradient, "rank_world", lambda: (0, 2))
     mbs = list(obj.minibatches(batch))
     assert [float(mb["mask"].sum()) for mb in mbs] == [5.0, 8.0]
     for mb in mbs:

@@ -87,9 +87,9 @@ def test_loss_terms_by_hand():
 
 def test_clip_schedule_and_target_kl():
     ppo = PPO(PPOConfig(clip_range=0.2, clip_schedule="linear", target_kl=0.01, epochs=5))
-    ppo.on_step(1, 4)
+    ppo.begin_step(1, 4)
     assert ppo.clip == pytest.approx(0.2)
-    ppo.on_step(3, 4)
+    ppo.begin_step(3, 4)
     assert ppo.clip == pytest.approx(0.1)
     assert explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0])) == pytest.approx(1.0)
 

@@ -23,14 +23,13 @@ def _pairs(path: Path, n: int = 12) -> Path:
 
 def test_file_pairs_have_no_checker_and_synthetic_ones_do(tmp_path):
     env = PreferencesEnv({"path": str(_pairs(tmp_path / "pairs.jsonl")), "eval_size": 4})
-    # what the loop, the verifier and best_of_n probe for
-    assert not hasattr(env, "is_correct") and not hasattr(env, "eval_tasks")
-    assert not env.generation_eval and len(env.eval_pairs()) == 4
-    synthetic = PreferencesEnv({"eval_size": 4}, seed=0)
-    assert synthetic.generation_eval and len(synthetic.eval_tasks()) == 4
+    # what the preference kind asks for an accuracy evaluation
+    assert env.answer_tasks() is None and len(env.eval_pairs()) == 4
+    synthetic = PreferencesEnv({"eval_size": 4}, seed=0).answer_tasks()
+    assert synthetic is not None and synthetic.checks_answers and len(synthetic.eval_tasks()) == 4
     task = synthetic.eval_tasks()[0]
     assert synthetic.is_correct(task, task["solution"])
-    assert not synthetic.is_correct(task, synthetic.eval_pairs()[0]["rejected"])
+    assert not synthetic.is_correct(task, PreferencesEnv({"eval_size": 4}, seed=0).eval_pairs()[0]["rejected"])
 
 
 @pytest.mark.slow

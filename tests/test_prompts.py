@@ -23,14 +23,14 @@ def test_prompts_file_answers_and_errors(tmp_path):
     f = tmp_path / "p.jsonl"
     _arithmetic_file(f, 30)
     env = PromptsEnv({"path": str(f), "eval_size": 10})
-    assert len(env.eval_tasks()) == 10 and env.generation_eval
+    assert len(env.eval_tasks()) == 10 and env.checks_answers
     task = env.eval_tasks()[0]
     assert env.is_correct(task, f"A:{task['answer']}") and not env.is_correct(task, "A:-1")
     assert sorted(t["id"] for t in env.sample(20)) == list(range(20))  # one shuffled pass over the 20 training rows
     bare = tmp_path / "bare.csv"
     bare.write_text("prompt\nhello\nworld\nagain\n")
     env = PromptsEnv({"path": str(bare), "eval_size": 1})
-    assert not env.generation_eval and env.eval_tasks() == []
+    assert not env.checks_answers and env.eval_tasks() == []
     with pytest.raises(UsageError, match="no reference answers"):
         env.is_correct(env.sample(1)[0], "x")
     with pytest.raises(UsageError, match="no column 'text'"):

@@ -20,7 +20,7 @@ def tiny():
 
 
 def test_step_ends_are_the_non_empty_lines():
-    from rlx.scorers import step_ends
+    from rlx.plugins.shared.scorers import step_ends
 
     assert step_ends("1+2=3\nA:3") == [5, 9]
     assert step_ends("3*4=12  \n\n12+1=13\nA:13\n") == [6, 17, 22]
@@ -28,7 +28,7 @@ def test_step_ends_are_the_non_empty_lines():
 
 
 def test_encode_finds_each_steps_separator(tiny):
-    from rlx.scorers import encode, step_ends
+    from rlx.plugins.shared.scorers import encode, step_ends
 
     tok = tiny.tokenizer
     completions = ["1+2=3\nA:3", "3*4=12\n12+1=13\nA:13"]
@@ -46,7 +46,7 @@ def test_encode_finds_each_steps_separator(tiny):
 
 @pytest.mark.parametrize("head", ["sequence", "token"])
 def test_classifier_starts_from_the_policy_backbone(tiny, head):
-    from rlx.scorers import classifier_from_lm
+    from rlx.plugins.shared.scorers import classifier_from_lm
 
     model = classifier_from_lm(tiny.model, tiny.tokenizer, head)
     lm = tiny.model.base_model.state_dict()
@@ -60,7 +60,7 @@ def test_implicit_scores_match_the_policys_log_probs(tiny, tmp_path):
     completion (EOS included) to the reference, as the policy's own log_probs give it."""
     import copy
 
-    from rlx.scorers import IMPLICIT, Scorer, step_ends
+    from rlx.plugins.shared.scorers import IMPLICIT, Scorer, step_ends
 
     trained = copy.deepcopy(tiny)
     with torch.no_grad():

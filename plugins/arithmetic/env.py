@@ -17,7 +17,6 @@ _MAX_HELD_OUT_HITS = 10_000
 
 
 class ArithmeticEnv(TextEnvironment):
-    kind = "text"
 
     def __init__(self, config: ArithmeticConfig | dict[str, Any] | None = None, *, seed: int = 0):
         if not isinstance(config, ArithmeticConfig):

@@ -7,7 +7,7 @@ from rlx.plugins.best_of_n.config import BestOfNConfig
 @hookimpl
 def rlx_register_objectives(register):
     register("best-of-n", "rlx.plugins.best_of_n.objective:BestOfN", config=BestOfNConfig, accepts=("text",),
-             data="rollouts",
+             data="rollouts", produces="nothing", headline=("reward/mean",),
              # a measurement, not training: a few batches give a tight curve, no evaluation
              # is run (nothing changes the policy) and rollouts sample the policy as it is
              defaults={"run": {"steps": 4, "batch_size": 32, "eval_every": 0},

@@ -16,6 +16,7 @@ import torch
 
 from rlx.batch import Batch
 from rlx.distributed import mean_over_ranks
+from rlx.environment import TextEnvironment
 from rlx.errors import RlxError
 from rlx.objective import Objective
 from rlx.plugins.best_of_n import estimator, report
@@ -23,14 +24,12 @@ from rlx.plugins.best_of_n.config import BestOfNConfig
 
 
 class BestOfN(Objective):
-    data = "rollouts"
-    produces = "nothing"
 
     def __init__(self, config: BestOfNConfig, *, env: Any = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         # gold answers come from the environment, not from a reward: best-of-n under a
         # process reward is judged on final answers the reward never sees
-        self.judge = getattr(env, "is_correct", None)
+        self.judge = env.is_correct if isinstance(env, TextEnvironment) and env.checks_answers else None
         self.sizes = estimator.sizes(config.n)
         self.sums: dict[str, float] = {}  # per-step averages summed over steps: the run's curve
         self.steps = 0

@@ -15,14 +15,13 @@ import torch
 
 from rlx.batch import Batch
 from rlx.objective import Objective
+from rlx.plugins.text.kinds import encode_pairs
 from rlx.policy import Policy
-from rlx.rollout import encode_pairs
 
 from .losses import pair_logits, pair_loss
 
 
 class DPO(Objective):
-    data = "preferences"
 
     def __init__(self, config: Any, **kwargs: Any):
         super().__init__(config)
@@ -82,10 +81,10 @@ class DPO(Objective):
         return loss, metrics
 
     @torch.no_grad()
-    def evaluate(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 64) -> dict[str, float]:
+    def held_out_metrics(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 64) -> dict[str, float]:
         """Held-out pairs: how often the implicit reward ``beta * log-ratio`` ranks the
         chosen completion above the rejected one, and the mean margin."""
-        pairs = env.eval_pairs() if hasattr(env, "eval_pairs") else []
+        pairs = env.eval_pairs()
         if not pairs or reference is None:
             return {}
         right, margin = 0, 0.0

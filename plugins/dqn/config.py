@@ -17,7 +17,7 @@ class DQNConfig(BaseModel):
                                                                       "epsilon decays linearly from start_e to end_e.")
     # optimisation
     gamma: float = Field(0.99, ge=0, le=1, description="Discount factor.")
-    batch_size: int = Field(64, ge=1, description="Transitions sampled (uniformly, with replacement) per gradient step.")
+    minibatch_size: int = Field(64, ge=1, description="Transitions sampled (uniformly, with replacement) per gradient step.")
     gradient_steps: int = Field(128, ge=1, description="Gradient steps per update.")
     loss: Literal["huber", "mse"] = Field("huber", description="TD loss: huber (smooth L1, delta 1) or mse.")
     double_q: bool = Field(True, description="Double DQN: the online network picks the next action, "

@@ -109,7 +109,6 @@ class ReplayBuffer:
 
 
 class DQN(Objective):
-    data = "rollouts"
 
     def __init__(self, config: Any, **kwargs: Any):
         super().__init__(config)
@@ -120,7 +119,7 @@ class DQN(Objective):
         self.buffer = ReplayBuffer(c.buffer_size)
         self.online: Policy | None = None
         self.target: Policy | None = None  # the loop's reference policy, handed over in prepare
-        self.total_steps = 0  # the loop's training steps in the whole run (on_step)
+        self.total_steps = 0  # the loop's training steps in the whole run (begin_step)
         self.env_steps = 0  # transitions acted so far: drives epsilon
         self.grad_steps = 0
         self._sync_target = False
@@ -134,8 +133,8 @@ class DQN(Objective):
     def needs_reference(self) -> bool:
         return True  # the reference policy is the target network
 
-    def on_step(self, step: int, total: int) -> None:
-        self.total_steps = total
+    def begin_step(self, step: int, total_steps: int) -> None:
+        self.total_steps = total_steps
 
     def epsilon_at(self, env_steps: int, num_envs: int) -> float:
         c = self.config
@@ -148,10 +147,7 @@ class DQN(Objective):
     def _check(self, policy: Any) -> None:
         from rlx.distributed import rank_world
 
-        if not hasattr(policy, "q_values"):
-            raise UsageError(f"objective 'dqn' needs a policy with Q-values (q_values), which "
-                             f"'{type(policy).__name__}' lacks; use --policy mlp")
-        if not getattr(policy, "discrete", True):
+        if not policy.discrete:
             raise UsageError("objective 'dqn' needs a discrete action space but this environment's actions are "
                              "continuous; use --objective ppo, or a discrete env such as --set env.id=CartPole-v1")
         if rank_world()[1] > 1:
@@ -190,7 +186,7 @@ class DQN(Objective):
         if len(self.buffer) < max(c.learning_starts, 1):
             return
         for _ in range(c.gradient_steps):
-            yield self.buffer.sample(c.batch_size)
+            yield self.buffer.sample(c.minibatch_size)
             # resumed after the loop's optimizer step for that batch
             self.grad_steps += 1
             if self.grad_steps % c.target_update_interval == 0 and self.target is not None:

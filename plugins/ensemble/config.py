@@ -19,7 +19,7 @@ class EnsembleConfig(RewardConfig):
     uwo_lambda: float = Field(1.0, ge=0, description="Weight of the variance penalty of uwo.")
     normalize: bool = Field(True, description="Put each model on the held-out scale its rm run saved before "
                                               "aggregating, so min and variance compare like with like.")
-    batch_size: int = Field(64, ge=1, description="Completions scored per forward pass.")
+    score_chunk: int = Field(64, ge=1, description="Completions scored per forward pass.")
 
     @field_validator("models", "sources", mode="before")
     @classmethod

@@ -28,16 +28,15 @@ def aggregate(scores: torch.Tensor, how: str, uwo_lambda: float = 1.0) -> torch.
 
 
 class Ensemble(RewardSource):
-    granularity = "outcome"
 
     def __init__(self, config: Any, *, env: Any = None, name: str = "ensemble"):
         super().__init__(config, env=env, name=name)
-        from rlx.scorers import Scorer
+        from rlx.plugins.shared.scorers import Scorer
 
         if len(config.models) + len(config.sources) < 2:
             raise UsageError(f"reward '{name}' needs at least two members: --set reward.{name}.models=DIR1,DIR2,... "
                              f"and/or --set reward.{name}.sources=verifier,...")
-        self.scorers = [Scorer(m, "sequence", f"reward.{name}.models[{i}]", config.batch_size)
+        self.scorers = [Scorer(m, "sequence", f"reward.{name}.models[{i}]", config.score_chunk)
                         for i, m in enumerate(config.models)]
         self.sources = [self._source(s, env) for s in config.sources]
         self.member_scores: torch.Tensor | None = None  # [M, B] of the last batch, for inspection

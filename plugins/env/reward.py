@@ -7,16 +7,16 @@ from typing import Any
 import torch
 
 from rlx.batch import Batch
+from rlx.environment import ControlEnvironment
 from rlx.errors import UsageError
 from rlx.reward import RewardSource
 
 
 class EnvReward(RewardSource):
-    granularity = "process"
 
     def __init__(self, config: Any, *, env: Any = None, name: str = "env"):
         super().__init__(config, env=env, name=name)
-        if getattr(env, "kind", None) != "control":
+        if not isinstance(env, ControlEnvironment):
             raise UsageError("reward 'env' reads a control environment's own reward; use it with --env gym "
                              "(text environments have verifier or prm)")
 

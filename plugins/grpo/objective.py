@@ -7,7 +7,8 @@ position on (process supervision, DeepSeekMath sec. 4.1.3); with one outcome eve
 completion this is the usual per-completion GRPO advantage.
 
 A NaN score ("not applicable") is no event: it is left out of its group's mean and
-std, and a row with no event left gets advantage 0 (``rlx.pg_losses.applicable_rows``).
+std, and a row with no event left gets advantage 0
+(``rlx.reward.applicable_rows``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from rlx.batch import Batch
-from rlx.pg_losses import PolicyGradient, aggregate, clipped_objective, reward_events  # noqa: F401  (re-exported)
+from rlx.plugins.shared.policy_gradient import PolicyGradient, aggregate, clipped_objective  # noqa: F401  (re-exported)
+from rlx.reward import reward_events
 
 EPS = 1e-4
 

@@ -58,7 +58,6 @@ class RunningMeanStd:
 
 
 class GymEnv(ControlEnvironment):
-    kind = "control"
 
     def __init__(self, config: Any, *, seed: int = 0):
         super().__init__(config, seed=seed)
@@ -137,8 +136,8 @@ class GymEnv(ControlEnvironment):
                 "episode/length": float(np.mean([n for _, n in done])), "episode/count": float(len(done))}
 
     @torch.no_grad()
-    def evaluate(self, policy: Any, episodes: int | None = None) -> dict[str, float]:
-        episodes = episodes or self.config.eval_episodes
+    def eval_episodes(self, policy: Any) -> dict[str, float]:
+        episodes = self.config.eval_episodes
         n = min(episodes, 8)
         envs = _make_vector(self.config.id, n, "sync", self.seed)
         obs, _ = envs.reset(seed=self.seed + 10_000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 from pathlib import Path
@@ -63,7 +62,6 @@ class KeyedGumbel:
 
 
 class HFPolicy(LMPolicy):
-    kind = "lm"
 
     def __init__(self, config: Any, *, model: torch.nn.Module | None = None, tokenizer: Any = None, **kwargs: Any):
         super().__init__(config)
@@ -272,11 +270,6 @@ class HFPolicy(LMPolicy):
         with torch.set_grad_enabled(entropy and torch.is_grad_enabled()):
             ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, ent, head(h).squeeze(-1).float()
-
-    def reference(self) -> "HFPolicy":
-        ref = copy.copy(self)
-        ref.model = copy.deepcopy(unwrap(self.model)).eval().requires_grad_(False)
-        return ref
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

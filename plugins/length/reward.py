@@ -10,7 +10,6 @@ from rlx.reward import RewardSource
 
 
 class Length(RewardSource):
-    granularity = "outcome"
 
     def score(self, batch: Batch) -> torch.Tensor:
         length = batch["mask"].sum(-1).float()

@@ -6,5 +6,5 @@ from rlx.plugins.mlp.config import MLPConfig
 
 @hookimpl
 def rlx_register_policies(register):
-    register("mlp", "rlx.plugins.mlp.policy:MLPPolicy", config=MLPConfig, kind="control",
+    register("mlp", "rlx.plugins.mlp.policy:MLPPolicy", config=MLPConfig, interface="control",
              description="Actor-critic MLP: categorical (discrete) or Gaussian (continuous) actions")

@@ -3,7 +3,6 @@ a state-independent log-std (as in CleanRL and SB3)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -19,6 +18,7 @@ from rlx.policy import ControlPolicy, unwrap
 
 from .categorical import categorical_actor_critic
 from .chain import chains
+from .fastpath import Chain, called_as_written, chain_of
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], ortho: bool) -> nn.Sequential:
@@ -41,6 +41,16 @@ def _head(n_in: int, n_out: int, gain: float, ortho: bool) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
+    """Two MLP bodies (or one shared) with an actor head (logits or means) and a value head.
+
+    ``forward`` runs the registered modules: through the hand-written chain (chain.py) when
+    ``fastpath.chain_of`` finds them to be exactly a chain it reproduces, else by calling
+    them (``forward_plain``). So an edit to the module tree, e.g. a LayerNorm inserted into
+    a body, is either reproduced or run as written, never skipped. ``use_fast_path = False``
+    on an instance forces the plain path (tests, debugging)."""
+
+    use_fast_path = True
+
     def __init__(self, obs_dim: int, act_dim: int, discrete: bool, config: Any):
         super().__init__()
         act = nn.Tanh if config.activation == "tanh" else nn.ReLU
@@ -54,30 +64,35 @@ class ActorCritic(nn.Module):
         if not discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(config.log_std_init)))
 
-        self.activation = config.activation
-        self._shared = config.shared
-        # plain lists beside the registered modules: read on every call, without the module
-        # tree's attribute lookups
-        self._actor_layers = [*self.actor_body[::2], self.actor_head]
-        self._critic_layers = [*self.critic_body[::2], self.critic_head]
+    def fast_chain(self) -> Chain | None:
+        """The chain that reproduces the modules as they are now, or None (plain path)."""
+        # _modules directly: Module.__getattr__ costs ten times more, on every call
+        return chain_of(self._modules) if self.use_fast_path else None
 
-    @staticmethod
-    def _params(layers: list[nn.Linear]) -> list[torch.Tensor]:
-        # the parameter dicts directly: Module.__getattr__ costs ten times more, 12 times a call
-        return [t for layer in layers for t in (layer._parameters["weight"], layer._parameters["bias"])]
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        chain = self.fast_chain()
+        if chain is None:
+            return self.forward_plain(obs)
+        if chain.shared:
+            h = chains(obs, [chain.actor[:-2]], chain.activation, linear_last=False)[0]
+            return F.linear(h, *chain.actor[-2:]), F.linear(h, *chain.critic[-2:]).squeeze(-1)
+        # actor and critic as one autograd node (see chain.py for why)
+        out, value = chains(obs, [chain.actor, chain.critic], chain.activation)
+        return out, value.squeeze(-1)
+
+    def forward_plain(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The modules called as they are: what runs whenever the fast path does not cover
+        them, and the reference it is tested against."""
+        h = self.actor_body(obs)
+        hc = h if self.critic_body is self.actor_body else self.critic_body(obs)
+        return self.actor_head(h), self.critic_head(hc).squeeze(-1)
 
     def trunk_out(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor head's outputs (logits or means) alone."""
-        return chains(obs, [self._params(self._actor_layers)], self.activation)[0]
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._shared:
-            h = chains(obs, [self._params(self._actor_layers[:-1])], self.activation, linear_last=False)[0]
-            return (F.linear(h, self.actor_head.weight, self.actor_head.bias),
-                    F.linear(h, self.critic_head.weight, self.critic_head.bias).squeeze(-1))
-        # actor and critic as one autograd node (see chain.py for why)
-        out, value = chains(obs, [self._params(self._actor_layers), self._params(self._critic_layers)], self.activation)
-        return out, value.squeeze(-1)
+        chain = self.fast_chain()
+        if chain is None:
+            return self.actor_head(self.actor_body(obs))
+        return chains(obs, [chain.actor], chain.activation)[0]
 
     def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor, entropy: bool = True,
                          entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -110,7 +125,6 @@ _HALF_LOG_2PI_E = 0.5 + _HALF_LOG_2PI
 
 
 class MLPPolicy(ControlPolicy):
-    kind = "control"
 
     def __init__(self, config: Any, *, env: Any = None, **kwargs: Any):
         super().__init__(config)
@@ -140,9 +154,12 @@ class MLPPolicy(ControlPolicy):
         return self._call(obs.reshape(obs.shape[0], self.obs_dim))[1]
 
     def _call(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # without a gradient (acting) the module call's hooks and a DDP wrapper's
-        # bookkeeping have nothing to do: call forward itself, 32 times per update
-        return self.model(x) if torch.is_grad_enabled() else self._inner().forward(x)
+        # without a gradient (acting) a DDP wrapper's bookkeeping has nothing to do: call
+        # forward itself, 32 times per update; but through the module call where it has hooks
+        net = self._inner()
+        if torch.is_grad_enabled() or not called_as_written(net):
+            return self.model(x)
+        return net.forward(x)
 
     def q_values(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor head's outputs ``[N, A]`` read as action values (value-based objectives
@@ -153,22 +170,18 @@ class MLPPolicy(ControlPolicy):
         obs, actions = batch["obs"], batch["actions"]
         B, T = actions.shape[:2]
         net = self._inner()
-        if (self.discrete and not entropy and not net._shared and net is self.model
-                and torch.is_grad_enabled()):
+        if self.discrete and not entropy and net is self.model and torch.is_grad_enabled():
             # one autograd node from observations to log-probs and values (categorical.py);
-            # not under a DDP wrapper, whose gradient sync needs its own forward
-            logp, value, ent = categorical_actor_critic(obs.reshape(B * T, self.obs_dim), actions,
-                                                        net._params(net._actor_layers),
-                                                        net._params(net._critic_layers), net.activation, (B, T))
-            return logp, ent, value
+            # not under a DDP wrapper, whose gradient sync needs its own forward, and not
+            # through the module call, so only where that call would add nothing
+            chain = net.fast_chain() if called_as_written(net) else None
+            if chain is not None and not chain.shared:
+                logp, value, ent = categorical_actor_critic(obs.reshape(B * T, self.obs_dim), actions, chain.actor,
+                                                            chain.critic, chain.activation, (B, T))
+                return logp, ent, value
         out, value = self.model(obs.reshape(B * T, self.obs_dim))
         logp, ent = net.log_prob_entropy(out, actions.reshape(B * T, *actions.shape[2:]), entropy_grad=entropy)
         return logp.view(B, T), ent.view(B, T), value.view(B, T)
-
-    def reference(self) -> "MLPPolicy":
-        ref = copy.copy(self)
-        ref.model = copy.deepcopy(unwrap(self.model)).eval().requires_grad_(False)
-        return ref
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

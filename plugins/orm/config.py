@@ -9,4 +9,4 @@ class ORMConfig(RewardConfig):
                                                 "label: what 'rlx run --objective rm' saves, or any such model.")
     normalize: bool = Field(False, description="Put scores on the held-out scale the rm run saved ((s - mean) / "
                                                "std); models without it are used as they are.")
-    batch_size: int = Field(64, ge=1, description="Completions scored per forward pass.")
+    score_chunk: int = Field(64, ge=1, description="Completions scored per forward pass.")

@@ -12,16 +12,15 @@ from rlx.reward import RewardSource
 
 
 class ORM(RewardSource):
-    granularity = "outcome"
 
     def __init__(self, config: Any, *, env: Any = None, name: str = "orm"):
         super().__init__(config, env=env, name=name)
-        from rlx.scorers import Scorer
+        from rlx.plugins.shared.scorers import Scorer
 
         if not config.model:
             raise UsageError(f"reward '{name}' needs a model: --set reward.{name}.model=<the folder an "
                              "'rlx run --objective rm' run saved>")
-        self.scorer = Scorer(config.model, "sequence", f"reward.{name}.model", config.batch_size)
+        self.scorer = Scorer(config.model, "sequence", f"reward.{name}.model", config.score_chunk)
 
     def score(self, batch: Batch) -> torch.Tensor:
         return self.scorer.outcome(batch.meta["prompt"], batch.meta["completion"], normalize=self.config.normalize)

@@ -8,7 +8,8 @@ from rlx.plugins.ppo.config import PPOConfig
 def rlx_register_objectives(register):
     # control defaults: RL Baselines3 Zoo's tuned CartPole-v1 set (gym's default env);
     # text defaults: token-level PPO on an LM with a value head, as in TRL's PPO
-    register("ppo", "rlx.plugins.ppo.objective:PPO", config=PPOConfig, accepts=("control", "text"), data="rollouts",
+    register("ppo", "rlx.plugins.ppo.objective:PPO", config=PPOConfig, accepts=("text", "control"), data="rollouts",
+             headline=("reward/mean", "kl/ref"),
              defaults={"optim": {"lr": 1e-3, "schedule": "linear", "max_grad_norm": 0.5},
                        "run": {"env_steps": 100_000, "eval_every": 25}},
              # one torch thread on control: a [256, 64] network's ops are too small for a

@@ -99,7 +99,6 @@ class AdaptiveKL:
 
 
 class PPO(Objective):
-    data = "rollouts"
 
     def __init__(self, config: Any, *, env_kind: str = "control", **kwargs: Any):
         super().__init__(config)
@@ -122,8 +121,8 @@ class PPO(Objective):
         if self.text:
             policy.add_value_head()
 
-    def on_step(self, step: int, total: int) -> None:
-        self.progress = (step - 1) / max(total, 1)
+    def begin_step(self, step: int, total_steps: int) -> None:
+        self.progress = (step - 1) / max(total_steps, 1)
 
     @property
     def clip(self) -> float:

@@ -6,25 +6,25 @@ non-string is reported with its file and line (row for parquet). The last ``eval
 rows are held out. Without a file, pairs are made from the ``arithmetic`` environment:
 the gold solution against one with a mistake (``problems.flawed_solution``: a slip
 carried through, a forgotten term, a miscopied number or an early answer), held-out pairs on its held-out problems; the generation
-evaluation (``eval/accuracy``) of arithmetic is then available too. A file's pairs have
-no checker: such an environment has neither ``is_correct`` nor ``eval_tasks``, and its
-held-out metric is the objective's own (dpo: ``eval/preference_accuracy``).
+evaluation (``eval/accuracy``) of arithmetic is then available too (``answer_tasks``). A
+file's pairs have no checker: ``answer_tasks`` is None, and the held-out metric is the
+objective's own (dpo: ``eval/preference_accuracy``). The arithmetic source is why the
+registration declares ``requires=("arithmetic",)``.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any
 
 from rlx.datafiles import ShuffledPasses, load_records
-from rlx.environment import Environment, Task, rng_state, set_rng_state
+from rlx.environment import PreferenceEnvironment, Task, TextEnvironment, rng_state, set_rng_state
 from rlx.errors import UsageError
 
 from .config import PreferencesConfig
 
 
-class PreferencesEnv(Environment):
-    kind = "preference"
+class PreferencesEnv(PreferenceEnvironment):
 
     def __init__(self, config: PreferencesConfig | dict[str, Any] | None = None, *, seed: int = 0):
         if not isinstance(config, PreferencesConfig):
@@ -39,10 +39,6 @@ class PreferencesEnv(Environment):
             self._passes: ShuffledPasses | None = None
             held_rng = random.Random(f"preferences-eval:{seed}")
             self._eval = [self._pair(t, held_rng, i, c.flaws) for i, t in enumerate(self.arithmetic.eval_tasks())]
-            # instance attributes, not methods: the loop and the verifier find a checker with
-            # hasattr, and a file's pairs must not seem to have one
-            self.eval_tasks: Callable[[], list[Task]] = self.arithmetic.eval_tasks
-            self.is_correct: Callable[[Task, str], bool] = self.arithmetic.is_correct
         else:
             self.arithmetic = None
             pairs = load_records(c.path, {"prompt": c.prompt_field, "chosen": c.chosen_field,
@@ -68,10 +64,10 @@ class PreferencesEnv(Environment):
     def eval_pairs(self) -> list[Task]:
         return list(self._eval)
 
-    # generation evaluation, for the synthetic source: arithmetic's held-out problems
-    @property
-    def generation_eval(self) -> bool:
-        return self.arithmetic is not None
+    def answer_tasks(self) -> TextEnvironment | None:
+        """The synthetic source's arithmetic problems (the pairs' prompts), whose answers
+        can be checked; a file's pairs have none."""
+        return self.arithmetic
 
     def state_dict(self) -> dict[str, Any]:
         if self._passes is not None:

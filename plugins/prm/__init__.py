@@ -6,5 +6,5 @@ from rlx.plugins.prm.config import PRMConfig
 
 @hookimpl
 def rlx_register_rewards(register):
-    register("prm", "rlx.plugins.prm.reward:PRM", config=PRMConfig, granularity="process",
+    register("prm", "rlx.plugins.prm.reward:PRM", config=PRMConfig, granularity="process", kinds=("text",),
              description="Process reward per step: the environment's step checker, or a learned PRM (backend model)")

@@ -12,7 +12,7 @@ class PRMConfig(RewardConfig):
                             "score is the model's probability that it is right).")
     model: str | None = Field(None, description="Backend model: directory of a transformers token-classification "
                                                 "model with one label (what 'rlx run --objective prm-train' saves).")
-    batch_size: int = Field(64, ge=1, description="Backend model: completions scored per forward pass.")
+    score_chunk: int = Field(64, ge=1, description="Backend model: completions scored per forward pass.")
     granularity: Literal["process", "outcome"] = Field(
         "process", description="process: one reward per step; outcome: the steps aggregated into one reward.")
     aggregation: Literal["min", "product", "last", "mean"] = Field(

@@ -53,12 +53,12 @@ class PRM(RewardSource):
         self.granularity = config.granularity
         self.scorer: Any = None
         if config.backend == "model":
-            from rlx.scorers import Scorer
+            from rlx.plugins.shared.scorers import Scorer
 
             if not config.model:
                 raise UsageError(f"reward '{name}' with backend 'model' needs one: --set reward.{name}.model=<the "
                                  "folder an 'rlx run --objective prm-train' run saved>")
-            self.scorer = Scorer(config.model, "token", f"reward.{name}.model", config.batch_size)
+            self.scorer = Scorer(config.model, "token", f"reward.{name}.model", config.score_chunk)
         else:
             checker = getattr(type(env), "check_steps", None)
             if checker is None or checker is TextEnvironment.check_steps:
@@ -79,7 +79,7 @@ class PRM(RewardSource):
         texts = batch.meta["completion"]
         if self.scorer is None:
             return [self.step_scores(t, c) for t, c in zip(batch.meta["task"], texts)]
-        from rlx.scorers import step_ends
+        from rlx.plugins.shared.scorers import step_ends
 
         # no step at all scores as one failed step over the whole text, as with the rule
         ends = [step_ends(c) or [len(c)] for c in texts]

@@ -1,8 +1,9 @@
 """Process reward model training on step labels from the environment's step checker.
 
 ``setup`` keeps a frozen copy of the policy as the *sampler* and makes the policy itself
-the PRM, which the loop then trains, checkpoints and saves (``rlx.scorers``): with
-``head=implicit`` the LM stays an LM and a step's logit is ``beta`` times its summed
+the PRM, which the loop then trains, checkpoints and saves
+(``rlx.plugins.shared.scorers``): with ``head=implicit`` the LM stays an LM and a step's
+logit is ``beta`` times its summed
 log-ratio to the sampler up to the step's separator (the sampler is saved beside it as
 ``reference/``); with ``head=classifier`` it becomes a one-label token-classification
 model with the same backbone, whose logit at the separator is the step's. Each batch holds,
@@ -22,13 +23,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlx import scorers
 from rlx.batch import Batch
 from rlx.distributed import sample_seed
 from rlx.environment import TextEnvironment
 from rlx.errors import UsageError
 from rlx.objective import Objective
-from rlx.policy import Policy, unwrap
+from rlx.plugins.shared import scorers
+from rlx.policy import LMPolicy, Policy, unwrap
 
 
 def has_step_checker(env: Any) -> bool:
@@ -37,8 +38,6 @@ def has_step_checker(env: Any) -> bool:
 
 
 class PRMTraining(Objective):
-    data = "own"
-    produces = "reward_model"
 
     def __init__(self, config: Any, *, env: Any = None, max_new_tokens: int = 48, **kwargs: Any):
         super().__init__(config)
@@ -51,7 +50,7 @@ class PRMTraining(Objective):
         self._held_out: tuple[list[str], list[str], list[list[int]], list[list[bool]], list[bool]] | None = None
 
     def setup(self, policy: Policy) -> None:
-        if not hasattr(policy, "tokenizer"):
+        if not isinstance(policy, LMPolicy):
             raise UsageError("objective 'prm-train' needs a transformers policy (--policy tiny or hf)")
         self.sampler = policy.reference()  # the policy the PRM will judge, frozen as it starts
         if self.config.head == "implicit":  # the sampler doubles as the reference of the log-ratio
@@ -127,11 +126,11 @@ class PRMTraining(Objective):
 
     # -- held-out ---------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 128) -> dict[str, float]:
+    def held_out_metrics(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 128) -> dict[str, float]:
         """Agreement with the checker on every step of held-out completions (samples from
         the starting policy, gold and flawed solutions of held-out tasks), overall and on
         the sampled completions alone."""
-        tasks = env.eval_tasks() if hasattr(env, "eval_tasks") else []
+        tasks = env.eval_tasks()
         if not tasks:
             return {}
         self._device = policy.device

@@ -24,7 +24,6 @@ def final_answer(completion: str) -> str:
 
 
 class PromptsEnv(TextEnvironment):
-    kind = "text"
 
     def __init__(self, config: PromptsConfig | dict[str, Any], *, seed: int = 0):
         if not isinstance(config, PromptsConfig):
@@ -41,8 +40,8 @@ class PromptsEnv(TextEnvironment):
         self._passes = ShuffledPasses(self._train, f"prompts:{seed}")
 
     @property
-    def generation_eval(self) -> bool:
-        return self.has_answers and bool(self._eval)
+    def checks_answers(self) -> bool:
+        return self.has_answers
 
     def sample(self, n: int) -> list[Task]:
         """``n`` training prompts, in shuffled passes over the file's training rows."""

@@ -2,7 +2,8 @@
 task's reward events at it minus a per-token KL penalty ``beta * (log pi_old - log
 pi_ref)``; its return is the sum of rewards from it to the end (gamma 1); the baseline is
 the batch: returns are normalized to zero mean and unit variance over every completion
-token of the global batch. The update is the clipped surrogate (``rlx.pg_losses``).
+token of the global batch. The update is the clipped surrogate
+(``rlx.plugins.shared.policy_gradient``).
 
 NaN rewards follow grpo: a NaN event is no event, and a row with no event left is not
 applicable: its tokens are left out of the normalization and get advantage 0.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from rlx.batch import Batch
-from rlx.pg_losses import PolicyGradient, applicable_rows, reward_events
+from rlx.plugins.shared.policy_gradient import PolicyGradient
+from rlx.reward import applicable_rows, reward_events
 
 
 def batch_normalized_returns(token_rewards: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,

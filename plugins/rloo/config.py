@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from rlx.pg_config import PolicyGradientConfig
+from rlx.plugins.shared.policy_gradient_config import LossType, PolicyGradientConfig
 
 
 class RLOOConfig(PolicyGradientConfig):
@@ -14,4 +12,4 @@ class RLOOConfig(PolicyGradientConfig):
                                                       "reward of the other k-1.")
     beta: float = Field(0.05, ge=0, description="KL penalty: beta x the completion's summed log-ratio to the "
                                                 "reference is subtracted from its reward; 0 loads no reference.")
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("grpo", description="Token aggregation, as grpo's.")
+    loss_type: LossType = Field("grpo", description="Token aggregation, as grpo's.")

@@ -3,7 +3,7 @@ baseline. With k completions of a prompt and sequence rewards R_1..R_k, completi
 advantage is ``R_i - (sum_j R_j - R_i) / (k - 1)``, the same for all its tokens. The KL
 to the reference enters the reward, as in TRL's RLOO: ``R_i = sum of reward events -
 beta * sum_t (log pi_old - log pi_ref)``. The update is the clipped surrogate
-(``rlx.pg_losses``) with these advantages.
+(``rlx.plugins.shared.policy_gradient``) with these advantages.
 
 NaN rewards follow grpo (and TRL's RLOO): a NaN event is no event, a row with no event
 left is not applicable. Such a row is left out of its group's baselines and gets
@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from rlx.batch import Batch
-from rlx.pg_losses import PolicyGradient, applicable_rows, reward_events
+from rlx.plugins.shared.policy_gradient import PolicyGradient
+from rlx.reward import applicable_rows, reward_events
 
 
 def leave_one_out(rewards: torch.Tensor, group: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 ``setup`` turns the policy into the reward model, so the loop's optimizer, checkpoints
 and ``policy.save`` all act on it and the run's saved folder is what the ``orm`` reward
-loads. Two kinds (``rlx.scorers``):
+loads. Two kinds (``rlx.plugins.shared.scorers``):
 
 - ``classifier``: the causal LM becomes a one-label sequence-classification model with
   the same backbone weights; the score is its logit.
@@ -21,23 +21,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlx import scorers
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.objective import Objective
-from rlx.policy import Policy, unwrap
+from rlx.plugins.shared import scorers
+from rlx.policy import LMPolicy, Policy, unwrap
 
 
 class RewardModelTraining(Objective):
-    data = "own"
-    produces = "reward_model"
 
     def __init__(self, config: Any, **kwargs: Any):
         super().__init__(config)
         self.reference: Any = None
 
     def setup(self, policy: Policy) -> None:
-        if not hasattr(policy, "tokenizer"):
+        if not isinstance(policy, LMPolicy):
             raise UsageError("objective 'rm' needs a transformers policy (--policy tiny or hf) to start the "
                              "reward model from")
         if self.config.head == "implicit":
@@ -85,10 +83,10 @@ class RewardModelTraining(Objective):
                       "rm/rejected": rejected.detach().mean()}
 
     @torch.no_grad()
-    def evaluate(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 64) -> dict[str, float]:
+    def held_out_metrics(self, env: Any, policy: Policy, reference: Policy | None, chunk: int = 64) -> dict[str, float]:
         """Held-out pairs: how often the chosen completion scores higher, the mean margin,
         and the scores' mean and spread, saved with the model for ensembles."""
-        pairs = env.eval_pairs() if hasattr(env, "eval_pairs") else []
+        pairs = env.eval_pairs()
         if not pairs:
             return {}
         model = unwrap(policy.model)

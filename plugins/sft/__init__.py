@@ -7,4 +7,4 @@ from rlx.plugins.sft.config import SFTConfig
 @hookimpl
 def rlx_register_objectives(register):
     register("sft", "rlx.plugins.sft.objective:SFT", config=SFTConfig, accepts=("text",),
-             data="demonstrations", description="Supervised fine-tuning on gold demonstrations")
+             data="demonstrations", headline=("loss/sft",), description="Supervised fine-tuning on gold demonstrations")

@@ -10,7 +10,6 @@ from rlx.policy import Policy
 
 
 class SFT(Objective):
-    data = "demonstrations"
 
     def loss(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logp, _ = policy.log_probs(batch)

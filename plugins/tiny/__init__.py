@@ -7,5 +7,5 @@ from rlx.plugins.tiny.config import TinyConfig
 
 @hookimpl
 def rlx_register_policies(register):
-    register("tiny", "rlx.plugins.tiny.policy:TinyPolicy", config=TinyConfig, kind="lm",
+    register("tiny", "rlx.plugins.tiny.policy:TinyPolicy", config=TinyConfig, interface="lm", requires=("hf",),
              description="~0.9M-param char-level Llama, SFT-trained on arithmetic (default policy)")

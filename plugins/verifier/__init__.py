@@ -7,4 +7,4 @@ from rlx.plugins.verifier.config import VerifierConfig
 @hookimpl
 def rlx_register_rewards(register):
     register("verifier", "rlx.plugins.verifier.reward:Verifier", config=VerifierConfig,
-             granularity="outcome", description="1 if the final answer matches the gold answer, else 0")
+             granularity="outcome", kinds=("text",), description="1 if the final answer matches the gold answer, else 0")

@@ -7,16 +7,16 @@ from typing import Any
 import torch
 
 from rlx.batch import Batch
+from rlx.environment import TextEnvironment
 from rlx.errors import UsageError
 from rlx.reward import RewardSource
 
 
 class Verifier(RewardSource):
-    granularity = "outcome"
 
     def __init__(self, config: Any, *, env: Any = None, name: str = "verifier"):
         super().__init__(config, env=env, name=name)
-        if not hasattr(env, "is_correct"):
+        if not (isinstance(env, TextEnvironment) and env.checks_answers):
             raise UsageError(f"reward 'verifier' needs a text environment with gold answers; "
                              f"'{type(env).__name__}' has none")
 

@@ -16,23 +16,6 @@ from rlx.objective import Objective
 from rlx.policy import Policy
 
 
-def reward_events(rewards: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
-    """``[B, T]`` bool: where a reward event is, i.e. placed and a number.
-
-    NaN means "not applicable" (``rlx.reward``): a NaN score is no event at all, so it
-    neither counts in any statistic nor adds to any return. ``combine`` already leaves
-    NaN scores unplaced; this also covers rewards built by hand with NaN where placed."""
-    return placed & ~torch.isnan(rewards)
-
-
-def applicable_rows(rewards: torch.Tensor, placed: torch.Tensor) -> torch.Tensor:
-    """``[B]`` bool: rows with at least one reward event. A row whose every score is NaN
-    (or that has none) is not applicable: it gets advantage 0 and is left out of every
-    baseline and normalization, in grpo, rloo and reinforce alike. A row with some NaN
-    events and some numbers is applicable, on its numbers alone."""
-    return reward_events(rewards, placed).any(-1)
-
-
 def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                       *, epsilon: float, epsilon_high: float, level: str = "token",
                       ref_logp: torch.Tensor | None = None, beta: float = 0.0,
@@ -82,7 +65,6 @@ class PolicyGradient(Objective):
     ``num_minibatches``, ``loss_type``, and ``use_bias_correction_kl`` where the config has
     it (only families with the KL in the loss do). Subclasses define ``advantages``."""
 
-    data = "rollouts"
     kl_in_loss = True  # False: the family puts its KL penalty into the rewards instead
 
     def __init__(self, config: Any, *, max_new_tokens: int = 48, **kwargs: Any):
