@@ -10,10 +10,10 @@ import typer
 
 
 def run(
-    objective: Optional[str] = typer.Option(None, "--objective", "-o", help="Algorithm, e.g. grpo, sft."),
+    objective: Optional[str] = typer.Option(None, "--objective", "-o", help="Algorithm (see `rlx plugins list`)."),
     reward: Optional[List[str]] = typer.Option(None, "--reward", "-r", help="Reward source; repeat to combine."),
-    env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment, e.g. arithmetic."),
-    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy, e.g. tiny, hf."),
+    env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every RNG."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
@@ -31,8 +31,9 @@ def run(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Train: `rlx run --objective grpo --reward prm`. Unnamed parts come from the registrations
-    (no flags: grpo on arithmetic with tiny; `--env gym` alone: ppo with mlp)."""
+    """Train: compose an objective, rewards, an environment and a policy into one tracked run.
+    Parts left unnamed are chosen by the registrations: the environment's kind names its
+    default objective and policy (`rlx plugins show KIND`)."""
     import json
     import os
 
@@ -74,10 +75,9 @@ def run(
     if rank_world()[0] != 0:  # rank 0 reports
         return
     tracked = bool(result.mlflow_run_id)
-    m = result.metrics
-    # what the objective's and the environment kind's registrations name as headline metrics
-    summary = ", ".join(f"{k}={m[k]:.4g}" for k in result.headline if k in m)
-    typer.echo(f"run {result.run_id} {result.status}: {summary}")
+    from rlx.cli.output import ended
+
+    typer.echo(ended(result))
     if result.stopped_by:
         typer.echo(f"  stopped early by plugin '{result.stopped_by}' after step {result.stopped_at_step} "
                    f"of {result.steps}")

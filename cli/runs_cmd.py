@@ -195,4 +195,6 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
         typer.echo(f"resuming run {rec.id} from {ckpt.name}", err=True)
     result = train(cfg, registry, catalog=catalog, progress=not no_progress,
                    resume=Resume(rec.id, rec.mlflow_run_id, rec.tracking_uri))
-    typer.echo(f"run {result.run_id} {result.status} (resumed)")
+    from rlx.cli.output import ended
+
+    typer.echo(ended(result, "(resumed)"))

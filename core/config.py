@@ -167,8 +167,8 @@ def _normalize(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         if not isinstance(val, dict):
             if key == "reward":
                 raise ConfigError(f"{origin}: 'reward' must be a table of reward sources or a list of their names, "
-                                  f"got {type(val).__name__} {val!r}; e.g. reward = [\"verifier\"], or a "
-                                  "[reward.verifier] table with its settings")
+                                  f"got {type(val).__name__} {val!r}; e.g. reward = [\"NAME\"], or a "
+                                  "[reward.NAME] table with its settings")
             raise ConfigError(f"{origin}: '{key}' must be a table, got {type(val).__name__}")
     for name, val in out.get("reward", {}).items():
         _check_reward_table(name, val, origin)

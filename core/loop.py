@@ -463,7 +463,7 @@ def _train_steps(r: _Run) -> None:
         metrics["nonfinite/skipped"] = r.skipped
         _watch_zero_gradient(r, metrics, step)
         if r.main and step % 10 == 1 and run_cfg.samples_to_log:
-            r.samples.extend({"step": step, "split": "train", **row} for row in parts.kind.train_samples(batch, step))
+            r.samples.extend(_sample_row(row, step, "train") for row in parts.kind.train_samples(batch, step))
         r.last.update(metrics)
         if r.tracker:
             r.tracker.log_metrics(metrics, step)
@@ -480,7 +480,7 @@ def _train_steps(r: _Run) -> None:
         # the last step is checkpointed before the final evaluation and save: a run
         # stopped from here on resumes without training again
         _checkpoint(r, step)
-    if step >= r.start or r.start > r.steps:
+    if step >= r.start or r.start > max(r.steps, 1):  # trained here, or resumed after its last step
         _evaluate(r, step)
     _stop_if_signalled(r, step)
 
@@ -500,12 +500,18 @@ def _evaluate(r: _Run, step: int) -> None:
     metrics.update(parts.objective.held_out_metrics(parts.env, parts.policy, parts.reference))
     if not metrics:
         return
-    r.samples.extend({"step": step, "split": "eval", **row} for row in rows)
+    r.samples.extend(_sample_row(row, step, "eval") for row in rows)
     key = next(iter(metrics))
     r.curve.append([step, key, metrics[key]])
     r.last.update(metrics)
     r.tracker.log_metrics(metrics, step)
     r.bar.eval(step, key, metrics[key])
+
+
+def _sample_row(row: dict[str, Any], step: int, split: str) -> dict[str, Any]:
+    """A row of the samples table: the loop's ``step`` and ``split`` first (and they win),
+    then the kind's columns."""
+    return {"step": step, "split": split, **{k: v for k, v in row.items() if k not in ("step", "split")}}
 
 
 def _checkpoint(r: _Run, step: int) -> None:

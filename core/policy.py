@@ -101,8 +101,8 @@ class LMPolicy(Policy):
         objectives such as ppo call this before training)."""
         from rlx.errors import UsageError
 
-        raise UsageError(f"policy '{type(self).__name__}' has no value head, which ppo on text needs; "
-                         "use --policy tiny or hf, or an objective without a critic such as grpo")
+        raise UsageError(f"policy '{type(self).__name__}' has no value head, which actor-critic objectives need; "
+                         "choose a policy that has one, or an objective without a critic (see `rlx plugins list`)")
 
     def evaluate_actions(self, batch: "Batch", *, entropy: bool = True
                          ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
@@ -129,8 +129,8 @@ class ControlPolicy(Policy):
         """Action values ``[N, A]`` for discrete actions (what dqn learns)."""
         from rlx.errors import UsageError
 
-        raise UsageError(f"policy '{type(self).__name__}' has no Q-values, which value-based objectives such as "
-                         "dqn need; use --policy mlp")
+        raise UsageError(f"policy '{type(self).__name__}' has no Q-values, which value-based objectives need; "
+                         "choose a control policy that has them (see `rlx plugins list`)")
 
     @abstractmethod
     def evaluate_actions(self, batch: "Batch", *, entropy: bool = True

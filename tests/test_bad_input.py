@@ -25,7 +25,6 @@ ODD_PLUGINS = textwrap.dedent('''
     from rlx.reward import RewardSource
 
     class Control(Environment):
-        kind = "control"
         def sample(self, n): return []
         def eval_tasks(self): return []
 

@@ -58,6 +58,7 @@ def _checkpoints(home, run_id: str) -> list[int]:
     (7, 3, [0, 3, 6, 7]),  # before, every 3 steps, at the end
     (6, 3, [0, 3, 6]),  # the last step is a multiple: evaluated once, not twice
     (4, 0, [0, 4]),  # only before and after training
+    (0, 3, [0]),  # no training: one evaluation of the untrained policy, not two
 ])
 def test_evaluation_schedule(registry, steps, every, evaluated):
     result = _train(registry, f"run.steps={steps}", f"run.eval_every={every}")

@@ -68,7 +68,7 @@ SLOW_SAVE = textwrap.dedent('''
 
     @hookimpl
     def rlx_register_policies(register):
-        register("slowsave", SlowSave, config=TinyConfig, kind="lm")
+        register("slowsave", SlowSave, config=TinyConfig, interface="lm", requires=("hf",))
 ''')
 
 # the lines rlx itself prints on a run's stderr and stdout; anything else is a dependency talking

@@ -9,13 +9,11 @@ project that installs rlx, so importing it must not import torch.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 
 # what a registration module must not import: listing plugins would pay for it
@@ -239,15 +237,6 @@ def default_kind_name(reg: Any) -> str | None:
         return None
 
 
-def _tiny_without_checkpoint(spec: Any) -> bool:
-    """The built-in tiny policy when its shipped weights are missing (a source checkout
-    without them): random weights do for a conformance check."""
-    if spec.name != "tiny" or "init" not in spec.config.model_fields:
-        return False
-    found = importlib.util.find_spec("rlx.plugins.tiny")
-    return found is None or found.origin is None or not (Path(found.origin).parent / "checkpoint" / "config.json").is_file()
-
-
 def resolve_run(subject: Subject, reg: Any, names: dict[str, Any], own: tuple[str, dict[str, Any]] | None,
                 seed: int = 0, partner_config: dict[str, dict[str, Any]] | None = None) -> Any:
     """A resolved config naming ``names`` (objective, env, policy, reward: the rest chosen
@@ -274,8 +263,6 @@ def resolve_run(subject: Subject, reg: Any, names: dict[str, Any], own: tuple[st
             given = raw.get(section) or {}
             values = {k: v for k, v in PARTNER_SMALL.get(section, {}).items()
                       if k in spec.config.model_fields and k not in given}
-            if section == "policy" and _tiny_without_checkpoint(spec) and "init" not in given:
-                values["init"] = "scratch"
             if values:
                 small[section] = values
         if small:

@@ -33,9 +33,11 @@ def check_kind(name: str, *, env: str | tuple[str, dict[str, Any]] | None = None
     kind's registered ``default_env`` and ``default_policy`` and to an objective that
     accepts the kind (the default objective where it fits, else one that trains a
     policy). Checks: ``total_steps()`` is an int > 0; ``collect(step)`` returns an
-    ``rlx.Batch`` whose ``mask`` is ``[B, T]`` of 0/1 and whose tensors and meta lists
-    all have B rows; two builds with the same seed collect the same batches at steps 1
-    and 2; ``evaluate()`` returns an ``rlx.Evaluation`` of finite ``eval/...`` metrics;
+    ``rlx.Batch`` whose ``mask`` is ``[B, T]`` of 0/1, ones then zeros in each row, and
+    whose tensors and meta lists all have B rows; two fresh builds after the same seeding
+    collect the same batches at steps 1 and 2 (the global RNGs are seeded alike for both,
+    as a run seeds them and a checkpoint restores them: a kind that draws from them passes,
+    but its batches then depend on the number of processes); ``evaluate()`` returns an ``rlx.Evaluation`` of finite ``eval/...`` metrics;
     ``step_metrics`` are ``group/name`` numbers; ``train_samples`` is a list of dicts;
     ``state_dict`` is JSON and survives a round trip."""
     subject = Subject("kind", name)
@@ -117,9 +119,15 @@ def _check_batch(subject: Subject, batch: Any) -> None:
             raise subject.fail("batch", f"the batch's mask is {got}", "give it a 'mask' tensor [B, T]: 1 where a position counts")
         mask = batch["mask"]
         B = mask.shape[0]
-        if B == 0 or not bool(((mask == 0) | (mask == 1)).all()):
-            raise subject.fail("batch", f"mask has {B} rows or values other than 0 and 1",
-                               "collect at least one row, with mask 1 where a position counts and 0 elsewhere")
+        if B == 0:
+            raise subject.fail("batch", "the batch has no rows", "collect at least one row")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise subject.fail("batch", f"mask ({B} rows) has values other than 0 and 1",
+                               "set mask 1 where a position counts and 0 elsewhere")
+        if mask.shape[1] > 1 and not bool((mask[:, 1:] <= mask[:, :-1]).all()):
+            raise subject.fail("batch", "a row of mask is not ones then zeros",
+                               "count positions from the start of each row: rlx.combine places an outcome reward "
+                               "at mask.sum(-1) - 1, which must be the last counted position")
         for key, value in batch.tensors.items():
             if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != B:
                 raise subject.fail("batch", f"tensor '{key}' does not have {B} rows like mask",

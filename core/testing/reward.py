@@ -52,7 +52,7 @@ def check_reward(name: str, config: dict[str, Any] | None = None, *,
     objective = choose_objective(reg, lookup(subject, reg, "kind", kind_name or ""), data="rollouts")
     if objective is None:
         raise subject.fail("resolve", f"no installed objective learns from rollouts of kind '{kind_name}'",
-                           "pass env= an environment of a kind that rollout objectives (grpo, ppo) train on")
+                           "pass env= an environment of a kind that an installed rollout objective trains on")
     cfg = resolve_run(subject, reg, {"objective": objective, "env": env_name, "reward": [name]}, ("reward", given),
                       partner_config={"env": env_config} if env_config else None)
     parts = build_parts(subject, cfg, reg)
