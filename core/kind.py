@@ -64,6 +64,21 @@ class EnvironmentKind(ABC):
         self.context = context
         self.env, self.policy, self.objective = context.env, context.policy, context.objective
 
+    def expect(self, environment: type, policy: type) -> None:
+        """Fail with one line unless the run's environment and policy are of the types this
+        kind drives. Registrations are matched by name before anything is built; this
+        checks what the factories actually returned. Call it from ``__init__``."""
+        from rlx.errors import UsageError
+
+        kind = type(self).__name__
+        if not isinstance(self.env, environment):
+            raise UsageError(f"environment '{type(self.env).__name__}' is not a {environment.__module__}."
+                             f"{environment.__qualname__}, which {kind} drives; fix its registration (kind=) "
+                             "or its base class")
+        if not isinstance(self.policy, policy):
+            raise UsageError(f"policy '{type(self.policy).__name__}' is not a {policy.__module__}.{policy.__qualname__}, "
+                             f"which {kind} drives; fix its registration (interface=) or its base class")
+
     def total_steps(self) -> int:
         """Training steps of the run (default ``run.steps``; a kind counting environment
         steps turns ``run.env_steps`` into loop steps here)."""

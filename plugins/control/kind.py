@@ -17,7 +17,6 @@ import torch
 
 from rlx.batch import Batch
 from rlx.environment import ControlEnvironment
-from rlx.errors import UsageError
 from rlx.kind import EnvironmentKind, Evaluation, KindContext
 from rlx.policy import ControlPolicy
 
@@ -27,12 +26,7 @@ class ControlKind(EnvironmentKind):
 
     def __init__(self, config: Any = None, *, context: KindContext):
         super().__init__(config, context=context)
-        if not isinstance(self.env, ControlEnvironment):
-            raise UsageError(f"environment '{type(self.env).__name__}' is registered as kind 'control' but is not an "
-                             "rlx.ControlEnvironment; fix its registration or its base class")
-        if not isinstance(self.policy, ControlPolicy):
-            raise UsageError(f"policy '{type(self.policy).__name__}' is not an rlx.ControlPolicy, which control "
-                             "environments need; use --policy mlp")
+        self.expect(ControlEnvironment, ControlPolicy)
         self.rollout = ControlRollout(self.env, self.policy, self.objective.rollout_length, self.objective.act)
 
     def total_steps(self) -> int:

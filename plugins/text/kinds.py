@@ -16,7 +16,7 @@ import torch
 from rlx.batch import Batch
 from rlx.distributed import rank_world, sample_seed
 from rlx.environment import PreferenceEnvironment, Task, TextEnvironment
-from rlx.errors import RlxError, UsageError
+from rlx.errors import RlxError
 from rlx.kind import EnvironmentKind, Evaluation, KindContext
 from rlx.policy import LMPolicy
 
@@ -30,12 +30,7 @@ class _LMKind(EnvironmentKind):
 
     def __init__(self, config: Any = None, *, context: KindContext):
         super().__init__(config, context=context)
-        if not isinstance(self.env, self.environment):
-            raise UsageError(f"environment '{type(self.env).__name__}' is registered as kind '{self.name}' but is not "
-                             f"an rlx.{self.environment.__name__}; fix its registration or its base class")
-        if not isinstance(self.policy, LMPolicy):
-            raise UsageError(f"policy '{type(self.policy).__name__}' is not an rlx.LMPolicy, which {self.name} "
-                             "environments need; fix its registration (interface=) or its base class")
+        self.expect(self.environment, LMPolicy)
         self.batch_size = context.cfg.run.batch_size
 
     def _tasks(self) -> tuple[list[Task], int]:

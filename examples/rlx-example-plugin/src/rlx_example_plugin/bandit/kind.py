@@ -16,7 +16,6 @@ import torch
 
 from rlx.batch import Batch
 from rlx.distributed import rank_world, sample_seed
-from rlx.errors import UsageError
 from rlx.kind import EnvironmentKind, Evaluation, KindContext
 from rlx_example_plugin.bandit.interface import ArmPolicy, BanditEnvironment
 
@@ -26,12 +25,7 @@ class BanditKind(EnvironmentKind):
 
     def __init__(self, config: Any = None, *, context: KindContext):
         super().__init__(config, context=context)
-        if not isinstance(self.env, BanditEnvironment):
-            raise UsageError(f"environment '{type(self.env).__name__}' is registered as kind 'bandit' but is not a "
-                             "BanditEnvironment (rlx_example_plugin.bandit.interface); fix its registration or base class")
-        if not isinstance(self.policy, ArmPolicy):
-            raise UsageError(f"policy '{type(self.policy).__name__}' is not an ArmPolicy, which bandit environments "
-                             "need; use --policy softmax-arms")
+        self.expect(BanditEnvironment, ArmPolicy)
         self.batch_size = context.cfg.run.batch_size
         means = self.env.means()
         self.best = max(range(len(means)), key=means.__getitem__)
