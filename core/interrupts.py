@@ -98,6 +98,7 @@ class Signals:
     ``phase`` says what a signal does: ``train`` (first: note it, the loop checkpoints
     and stops; second: raise now), ``save`` (first: note it and let the save finish;
     second: raise now) and ``record`` (never raise: the end of the run is being written).
+    Inside ``holding()`` a second signal waits for the block's end.
     """
 
     def __init__(self, dedupe_repeats: bool = False) -> None:
@@ -105,6 +106,8 @@ class Signals:
         self.phase = "train"
         self._dedupe = dedupe_repeats
         self._last: tuple[int, float] | None = None
+        self._held: int | None = None  # a second signal that came inside holding()
+        self._holding = False
         self._installed = handling(self._handle)
 
     def __enter__(self) -> "Signals":
@@ -113,6 +116,20 @@ class Signals:
 
     def __exit__(self, *exc: Any) -> None:
         self._installed.__exit__(*exc)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """A block that a second signal must not cut in two, such as a catalog transaction:
+        an exception raised inside SQLAlchemy's commit can leave SQLite's write lock held,
+        and then the run's end cannot be recorded. The signal takes effect as the block ends."""
+        outer, self._holding = self._holding, True
+        try:
+            yield
+        finally:
+            self._holding = outer
+        if not outer and self._held is not None:
+            signum, self._held = self._held, None
+            raise RunInterrupted(signum, f"stopped at once by a second signal ({signal_name(signum)})", hard=True)
 
     def _handle(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
@@ -129,6 +146,9 @@ class Signals:
                 _say(f"{name}: the final policy is being saved; it finishes in a moment ({name} again to abort)")
             return
         if self.phase == "record":
+            return
+        if self._holding:
+            self._held = signum
             return
         raise RunInterrupted(signum, f"stopped at once by a second signal ({name})", hard=True)
 

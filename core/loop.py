@@ -418,7 +418,8 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
 
     if resume:
         if r.catalog is not None:
-            r.catalog.mark_running(r.run_id)
+            with r.signals.holding():
+                r.catalog.mark_running(r.run_id)
         r.tracker = Tracker.reopen(r.uri, resume.mlflow_run_id, r.run_id)
     else:
         r.tracker = Tracker(r.uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
@@ -427,14 +428,15 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
         if r.catalog is not None:
             from rlx.registry.catalog import RunRecord
 
-            r.catalog.sync_plugins(r.registry.rows())
-            r.catalog.add_run(RunRecord(
-                id=r.run_id, name=run_name, objective=names["objective"], rewards=names["reward"], env=names["env"],
-                policy=names["policy"], seed=run_cfg.seed, experiment=run_cfg.experiment,
-                mlflow_run_id=r.tracker.run_id, tracking_uri=r.uri if r.tracker.enabled else "",
-                config_json=json.dumps(config_dict), command=tags["rlx.command"],
-                num_processes=r.accelerator.num_processes, headline=tags["rlx.headline"],
-                accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
+            with r.signals.holding():
+                r.catalog.sync_plugins(r.registry.rows())
+                r.catalog.add_run(RunRecord(
+                    id=r.run_id, name=run_name, objective=names["objective"], rewards=names["reward"], env=names["env"],
+                    policy=names["policy"], seed=run_cfg.seed, experiment=run_cfg.experiment,
+                    mlflow_run_id=r.tracker.run_id, tracking_uri=r.uri if r.tracker.enabled else "",
+                    config_json=json.dumps(config_dict), command=tags["rlx.command"],
+                    num_processes=r.accelerator.num_processes, headline=tags["rlx.headline"],
+                    accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
         r.tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
     r.registry.hook.rlx_run_start(run_id=r.run_id, config=config_dict)
 
@@ -526,7 +528,8 @@ def _checkpoint(r: _Run, step: int) -> None:
     path = checkpoint.save(r.accelerator, r.run_dir / "checkpoints", step, state, r.cfg.run.keep_checkpoints)
     r.saved_at = step
     if r.main and r.catalog is not None:
-        r.catalog.update_run(r.run_id, checkpoint=str(path))
+        with r.signals.holding():
+            r.catalog.update_run(r.run_id, checkpoint=str(path))
 
 
 def _stop_if_signalled(r: _Run, step: int) -> None:

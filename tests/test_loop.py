@@ -198,3 +198,27 @@ def test_resume_after_sigint_matches_an_uninterrupted_run(registry, home):
     assert {step: m["env/drawn"] for step, m in events("step")} == {s: drawn[s] for s in (4, 5, 6)}
     assert torch.equal(torch.load(f"{resumed.policy_dir}/model.pt")["weight"], want)
     assert catalog.get_run(row.id).status == "FINISHED"
+
+
+def test_a_second_signal_waits_for_a_held_block():
+    """A second signal inside ``Signals.holding()`` (a catalog transaction) does not cut it
+    in two: the block finishes, then the run stops at once as it would have."""
+    import os
+    import signal
+
+    from rlx.interrupts import RunInterrupted, Signals
+
+    finished = []
+    with Signals() as signals:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: noted, the loop would checkpoint and stop
+        assert signals.received == signal.SIGINT
+        with pytest.raises(RunInterrupted) as stopped:
+            with signals.holding():
+                os.kill(os.getpid(), signal.SIGINT)  # the second, mid-transaction
+                finished.append("block")
+        assert stopped.value.hard and "second signal" in stopped.value.message
+        with pytest.raises(RunInterrupted):  # outside a held block it raises where it lands
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+    assert finished == ["block"]
