@@ -73,10 +73,6 @@ class PolicyGradient(Objective):
         self.eps_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
 
     @property
-    def group_size(self) -> int:
-        return self.config.num_generations
-
-    @property
     def needs_reference(self) -> bool:
         return self.config.beta > 0
 

@@ -25,7 +25,6 @@ class _LMKind(EnvironmentKind):
     """What both LM kinds share: the task slice of each process, throughput metrics and
     the samples table."""
 
-    name = "text"
     environment: type = TextEnvironment
 
     def __init__(self, config: Any = None, *, context: KindContext):
@@ -81,8 +80,6 @@ class TextKind(_LMKind):
     task, each drawn with its own seed so resumes and process splits sample the same
     text; ``demonstrations``: the environment's gold completions; ``own``: the objective's."""
 
-    name = "text"
-
     def collect(self, step: int) -> Batch:
         tasks, first = self._tasks()
         data = self.context.data
@@ -104,7 +101,6 @@ class PreferenceKind(_LMKind):
     """(prompt, chosen, rejected) pairs. ``preferences``: the pairs encoded as ``2n`` rows
     (``encode_pairs``); ``own``: the objective's batch (a reward-model trainer)."""
 
-    name = "preference"
     environment = PreferenceEnvironment
 
     def collect(self, step: int) -> Batch:
@@ -118,14 +114,6 @@ class PreferenceKind(_LMKind):
     def _judge(self) -> TextEnvironment | None:
         answers = self.env.answer_tasks()
         return answers if answers is not None and answers.checks_answers else None
-
-    def train_samples(self, batch: Batch, step: int) -> list[dict[str, Any]]:
-        judge = self._judge()
-        if "completion" not in batch.meta:
-            return []
-        return [{"prompt": batch.meta["prompt"][0], "completion": batch.meta["completion"][0],
-                 "correct": bool(judge.is_correct(batch.meta["task"][0], batch.meta["completion"][0]))
-                 if judge is not None else None}]
 
 
 def _finish(batch: Batch, tasks: list[Task], group: list[int]) -> Batch:
