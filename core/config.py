@@ -271,6 +271,13 @@ def compose(config_file: str | Path | None = None, flags: dict[str, Any] | None 
     cfg = copy.deepcopy(DEFAULTS)
     if config_file:
         cfg = _merge(cfg, load_toml(config_file))
+    return apply_flags(cfg, flags, sets)
+
+
+def apply_flags(cfg: dict[str, Any], flags: dict[str, Any] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
+    """``rlx run``'s flags and ``--set`` items on top of a raw config (what ``compose`` does
+    after the file; ``rlx sweep`` applies them to a spec's base)."""
+    cfg = copy.deepcopy(cfg)
     flags = flags or {}
     for key in ("objective", "env", "policy"):
         if flags.get(key):

@@ -98,6 +98,15 @@ def rlx_register_kinds(register: Any) -> None:
 
 
 @hookspec
+def rlx_register_launchers(register: Any) -> None:
+    """Register sweep launchers: ``register(name, factory, config=Model, default=False,
+    requires=(), description=...)``; the factory is called as ``factory(config)`` and returns
+    an ``rlx.Launcher``: where ``rlx sweep`` starts its runs (``--launcher NAME``, settings
+    with ``--set launcher.KEY=VALUE``). ``default``: the launcher a sweep uses when none is
+    named; one installed launcher at most may claim it."""
+
+
+@hookspec
 def rlx_register_commands(app: Any) -> None:
     """Add typer commands to the ``rlx`` CLI: ``@app.command() def hello(): ...``."""
 

@@ -286,6 +286,8 @@ class _Run:
     run_dir: Path | None = None
     policy_dir: str = ""
     produces: str = "policy"
+    member: Any = None  # the sweep this run belongs to (rlx.sweep_member), if any
+    heartbeat: Any = None  # progress.json for the sweep's controller
     interrupt: Any = None  # the RunInterrupted that ended it
     failure: BaseException | None = None  # the error that ended it
 
@@ -414,7 +416,15 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
     tags = run_tags(cfg, r.parts, r.run_id, command, str(r.accelerator.device), r.accelerator.num_processes)
     if not r.main:  # only rank 0 talks to MLflow and the catalog
         return
+    from rlx.sweep_member import SweepMember
     from rlx.tracking import Tracker
+
+    r.member = SweepMember.from_env()
+    if r.member is not None:
+        from rlx.progress_file import Heartbeat
+
+        tags.update(r.member.tags())
+        r.heartbeat = Heartbeat(r.run_dir, r.steps, headline(r.parts.specs[0], r.parts.specs[3]))
 
     if resume:
         if r.catalog is not None:
@@ -436,7 +446,8 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
                     mlflow_run_id=r.tracker.run_id, tracking_uri=r.uri if r.tracker.enabled else "",
                     config_json=json.dumps(config_dict), command=tags["rlx.command"],
                     num_processes=r.accelerator.num_processes, headline=tags["rlx.headline"],
-                    accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", "")))
+                    accelerate_config=os.environ.get("RLX_ACCELERATE_CONFIG", ""),
+                    sweep_id=r.member.sweep_id if r.member else "", cell=r.member.cell if r.member else ""))
         r.tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
     r.registry.hook.rlx_run_start(run_id=r.run_id, config=config_dict)
 
@@ -469,6 +480,8 @@ def _train_steps(r: _Run) -> None:
         r.last.update(metrics)
         if r.tracker:
             r.tracker.log_metrics(metrics, step)
+        if r.heartbeat:
+            r.heartbeat.beat(step, r.last, force=step == r.steps)
         r.bar.update(step, metrics)
         stop = _stop_requested(r, step, metrics)
         if not stop and run_cfg.eval_every and step % run_cfg.eval_every == 0 and step != r.steps:
@@ -507,6 +520,8 @@ def _evaluate(r: _Run, step: int) -> None:
     r.curve.append([step, key, metrics[key]])
     r.last.update(metrics)
     r.tracker.log_metrics(metrics, step)
+    if r.heartbeat:
+        r.heartbeat.beat(step, r.last, force=True)
     r.bar.eval(step, key, metrics[key])
 
 

@@ -52,6 +52,16 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
+    """The id of experiment ``name``, created (its artifacts under ``artifact_root``) if
+    missing. Call it under ``home.store_lock``: two processes creating it race otherwise."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (artifact_root / name).as_uri() if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
                  params: dict[str, Any], artifact_root: Path | None = None, rlx_run_id: str = ""):
@@ -82,12 +92,7 @@ class Tracker:
     def _create(self, experiment: str, run_name: str, tags: dict[str, str], artifact_root: Path | None) -> None:
         _check_reachable(self.uri)
         self.client = _client(self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = (artifact_root / experiment).as_uri() if artifact_root else None
-            exp_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        exp_id = experiment_id(self.client, experiment, artifact_root)
         self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
 
     @classmethod

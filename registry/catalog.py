@@ -57,8 +57,39 @@ class RunRecord(RunJson, SQLModel, table=True):
     error: str = ""
     headline: str = ""  # the metrics its objective's and kind's registrations name, comma-separated
     note: str = ""  # how a run that FINISHED early ended (the plugin that stopped it)
+    sweep_id: str = Field(default="", index=True)  # the sweep that started it (rlx sweep), if any
+    cell: str = ""  # its cell in that sweep
     created_at: datetime = Field(default_factory=_now)
     ended_at: Optional[datetime] = None
+
+
+class SweepRecord(SQLModel, table=True):
+    """One ``rlx sweep``: its plan (every run it owns, with cell and seed) and its controller."""
+
+    __tablename__ = "sweeps"
+    id: str = Field(primary_key=True)
+    name: str = ""
+    status: str = Field(default="RUNNING", index=True)  # RUNNING, FINISHED, FAILED, KILLED, CRASHED
+    experiment: str = ""
+    tracking_uri: str = ""
+    mlflow_run_id: str = ""  # the parent run the sweep's runs nest under
+    launcher: str = ""
+    spec_json: str = "{}"  # the validated spec: base config, cells, seeds, launcher settings
+    plan_json: str = "[]"  # [{run_id, cell, values, seed}], in launch order
+    summary: str = ""  # how it ended: "15 finished", "13 finished, 2 failed", ...
+    host: str = ""
+    pid: int = 0
+    pid_started: float = 0.0
+    created_at: datetime = Field(default_factory=_now)
+    ended_at: Optional[datetime] = None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return json.loads(self.spec_json or "{}")
+
+    @property
+    def plan(self) -> list[dict[str, Any]]:
+        return json.loads(self.plan_json or "[]")
 
 
 def _owned_here() -> dict[str, Any]:
@@ -245,6 +276,81 @@ class Catalog:
         if len(rows) > 1:
             raise UsageError(f"run id '{given}' is ambiguous ({len(rows)} runs); give more characters")
         self._reap(rows)
+        return rows[0]
+
+    def runs_of(self, ids: list[str]) -> dict[str, RunRecord]:
+        """The catalog rows of these run ids that exist (dead owners reaped), by id."""
+        with self._session() as s:
+            rows = list(s.exec(select(RunRecord).where(RunRecord.id.in_(ids)))) if ids else []  # type: ignore
+        self._reap(rows)
+        return {r.id: r for r in rows}
+
+    # -- sweeps ----------------------------------------------------------------------
+    def add_sweep(self, record: SweepRecord) -> None:
+        record.host, record.pid, record.pid_started = socket.gethostname(), os.getpid(), _started(os.getpid())
+        with self._session() as s:
+            s.add(record)
+            s.commit()
+            s.refresh(record)
+            s.expunge(record)  # the controller keeps reading it after the session is gone
+
+    def update_sweep(self, sweep_id: str, **fields: Any) -> None:
+        with self._session() as s:
+            rec = s.get(SweepRecord, sweep_id)
+            if rec is None:
+                return
+            for k, v in fields.items():
+                if k == "plan":
+                    k, v = "plan_json", json.dumps(v)
+                setattr(rec, k, v)
+            s.add(rec)
+            s.commit()
+
+    def claim_sweep(self, sweep_id: str) -> bool:
+        """Take an ended sweep for this process to continue (``rlx sweep resume``); False if
+        another controller holds it. One statement, so two resumes cannot both win."""
+        from sqlalchemy import update
+
+        owned = {k: v for k, v in _owned_here().items() if k != "error"}
+        stmt = (update(SweepRecord).where(SweepRecord.id == sweep_id, SweepRecord.status != "RUNNING")  # type: ignore
+                .values(**owned))
+        with self._session() as s:
+            claimed = s.exec(stmt).rowcount == 1  # type: ignore[call-overload]
+            s.commit()
+        return claimed
+
+    def _reap_sweeps(self, rows: list[SweepRecord]) -> None:
+        """A RUNNING sweep whose controller is gone from this host is CRASHED."""
+        host = socket.gethostname()
+        for r in rows:
+            if r.status == "RUNNING" and r.host == host and not _alive(r.pid, r.pid_started):
+                why = f"the controller (pid {r.pid}) died; `rlx sweep resume {r.id}` continues it"
+                self.update_sweep(r.id, status="CRASHED", ended_at=_now(), summary=why)
+                _end_in_mlflow(r, "CRASHED", why)  # its parent run, so the UI does not show it running
+                r.status, r.summary = "CRASHED", why
+
+    def list_sweeps(self, limit: int = 50) -> list[SweepRecord]:
+        with self._session() as s:
+            rows = list(s.exec(select(SweepRecord).order_by(SweepRecord.created_at.desc())))  # type: ignore
+        self._reap_sweeps(rows)
+        return rows[:limit]
+
+    def get_sweep(self, prefix: str) -> SweepRecord:
+        """The sweep whose id starts with ``prefix``; a UsageError naming the fix otherwise."""
+        norm = prefix.strip().lower()
+        import re
+
+        if not re.fullmatch(r"[0-9a-f]{1,12}", norm):
+            raise UsageError(f"no sweep '{prefix}': sweep ids are 12 hex digits (0-9, a-f), or a prefix of one; "
+                             "list sweeps with `rlx sweep list`")
+        with self._session() as s:
+            q = select(SweepRecord).where(SweepRecord.id.startswith(norm, autoescape=True))  # type: ignore
+            rows = list(s.exec(q))
+        if not rows:
+            raise UsageError(f"no sweep '{prefix}' in the catalog; list sweeps with `rlx sweep list`")
+        if len(rows) > 1:
+            raise UsageError(f"sweep id '{prefix}' is ambiguous ({len(rows)} sweeps); give more characters")
+        self._reap_sweeps(rows)
         return rows[0]
 
     # -- plugins -------------------------------------------------------------------

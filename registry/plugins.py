@@ -23,13 +23,14 @@ from pydantic import BaseModel
 from rlx import hookspecs
 from rlx.errors import PluginError, UsageError
 
-KINDS = ("objective", "reward", "environment", "policy", "kind")
+KINDS = ("objective", "reward", "environment", "policy", "kind", "launcher")
 _HOOK_FOR_KIND = {
     "objective": "rlx_register_objectives",
     "reward": "rlx_register_rewards",
     "environment": "rlx_register_environments",
     "policy": "rlx_register_policies",
     "kind": "rlx_register_kinds",
+    "launcher": "rlx_register_launchers",
 }
 # what a built component must be an instance of: the loop calls these interfaces' methods
 _INTERFACE_FOR_KIND = {
@@ -38,6 +39,7 @@ _INTERFACE_FOR_KIND = {
     "environment": ("rlx.environment", "Environment"),
     "policy": ("rlx.policy", "Policy"),
     "kind": ("rlx.kind", "EnvironmentKind"),
+    "launcher": ("rlx.launcher", "Launcher"),
 }
 # Registration fields per component kind, with their defaults: what core validates and
 # reads before anything heavy is imported. Stated here once; documented in rlx.hookspecs.
@@ -49,6 +51,7 @@ REGISTRATION_FIELDS: dict[str, dict[str, Any]] = {
     "policy": {"interface": "lm", "requires": ()},
     "kind": {"interface": "lm", "data": ("rollouts",), "default_policy": None, "default_env": None,
              "default_objective": None, "headline": (), "requires": ()},
+    "launcher": {"default": False, "requires": ()},
 }
 _CHOICES = {("objective", "produces"): ("policy", "reward_model", "nothing"),
             ("reward", "granularity"): ("outcome", "process")}
