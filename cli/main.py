@@ -16,7 +16,7 @@ _paused_here = gcpause.pause()  # see rlx.cli.gcpause
 try:
     import typer
 
-    from rlx.cli import plugins_cmd, run_cmd, runs_cmd, sweep_cmd, ui_cmd
+    from rlx.cli import compare_cmd, plugins_cmd, run_cmd, runs_cmd, sweep_cmd, ui_cmd
     from rlx.errors import RlxError
 finally:
     if _paused_here:
@@ -29,6 +29,7 @@ app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(runs_cmd.app, name="runs")
 app.command("ui")(ui_cmd.ui)
 app.command("sweep", context_settings={"help_option_names": ["-h", "--help"]})(sweep_cmd.sweep)
+app.command("compare")(compare_cmd.compare)
 
 
 # commands that return within a fraction of a second; anything else collects garbage again

@@ -71,7 +71,7 @@ def _row(r) -> dict:
             "created_at": r.created_at.isoformat(timespec="seconds"),
             "ended_at": r.ended_at.isoformat(timespec="seconds") if r.ended_at else None,
             "metrics": r.metrics, "headline": [k for k in r.headline.split(",") if k], "error": r.error,
-            "note": r.note, "command": r.command}
+            "note": r.note, "command": r.command, "sweep_id": r.sweep_id or "", "cell": r.cell or ""}
 
 
 def _headline(row: dict) -> dict[str, float]:
@@ -84,6 +84,7 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
           reward: Optional[str] = typer.Option(None, help="Only runs using this reward source."),
           env: Optional[str] = typer.Option(None, help="Only runs on this environment."),
           status: Optional[str] = typer.Option(None, help=" | ".join(STATUSES) + "."),
+          sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep (id or prefix); grouped by cell."),
           limit: int = typer.Option(50, min=1, help="At most this many runs, newest first."),
           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Recent runs, newest first."""
@@ -91,8 +92,19 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
         from rlx.errors import UsageError
 
         raise UsageError(f"--status '{status}' is not a run status; use one of {', '.join(STATUSES)}")
-    rows = [_row(r) for r in _list_runs(objective=objective, reward=reward, env=env,
+    if sweep is not None:
+        import re
+
+        sweep = sweep.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{1,12}", sweep):
+            from rlx.errors import UsageError
+
+            raise UsageError(f"--sweep '{sweep}' is not a sweep id (12 hex digits, or a prefix of one); list sweeps "
+                             "with `rlx sweep list`")
+    rows = [_row(r) for r in _list_runs(objective=objective, reward=reward, env=env, sweep=sweep,
                                         status=status.strip() if status else None, limit=limit)]
+    if sweep is not None:  # a sweep's runs read best cell by cell, seeds in order
+        rows.sort(key=lambda r: (r["cell"], r["seed"]))
     if as_json:
         typer.echo(_dumps(rows))
         return
@@ -102,13 +114,15 @@ def list_(objective: Optional[str] = typer.Option(None, help="Only runs of this 
 
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
     table.add_column("id", no_wrap=True, min_width=12)
+    if sweep is not None:
+        table.add_column("cell")
     for col in ("status", "objective", "rewards", "env", "policy", "seed", "headline"):
         table.add_column(col, no_wrap=col in ("status", "seed"))
     table.add_column("created", no_wrap=True)
     for r in rows:
         first = next(iter(_headline(r).items()), None)
-        table.add_row(*map(_text, (r["id"], r["status"], r["objective"], r["rewards"], r["env"], r["policy"],
-                                   r["seed"])),
+        table.add_row(*map(_text, (r["id"], *([r["cell"]] if sweep is not None else []), r["status"],
+                                   r["objective"], r["rewards"], r["env"], r["policy"], r["seed"])),
                       _text(f"{first[0]}={first[1]:.4g}") if first else "-", r["created_at"][5:16].replace("T", " "))
     console().print(table)
 

@@ -224,13 +224,18 @@ def _report(outcome: Any, spec: Any, as_json: bool) -> None:
 
     from rlx.sweep import summary_of
 
+    comparison = _compare_at_end(outcome)
     rows = [{"run_id": s.planned.run_id, "cell": s.planned.cell, "seed": s.planned.seed, "status": s.status,
              "error": s.error} for s in outcome.runs]
     if as_json:
         typer.echo(json.dumps({"sweep_id": outcome.sweep_id, "status": outcome.status,
                                "parent_run_id": outcome.parent_run_id, "seconds": round(outcome.seconds, 1),
-                               "runs": rows}, indent=2))
+                               "runs": rows, "comparison": comparison.to_dict() if comparison else None}, indent=2))
     else:
+        if comparison is not None:
+            from rlx.cli.output import console
+
+            comparison.render(console())
         typer.echo(f"sweep {outcome.sweep_id} {outcome.status} in {outcome.seconds:.0f} s: {summary_of(outcome.runs)}")
         for s in outcome.runs:
             if s.status != "FINISHED":
@@ -238,32 +243,41 @@ def _report(outcome: Any, spec: Any, as_json: bool) -> None:
                 typer.echo(f"  {s.planned.run_id} {s.planned.label}: {s.status}"
                            + (f": {s.error}" if s.error else "") + log)
         if outcome.parent_run_id:
-            typer.echo(f"  parent mlflow run {outcome.parent_run_id} in {outcome.tracking_uri}")
+            typer.echo(f"  parent mlflow run {outcome.parent_run_id} in {outcome.tracking_uri}"
+                       + (" (with the comparison's tables and plots under compare/)" if comparison else ""))
         if outcome.status != "FINISHED":
             typer.echo(f"  continue with: rlx sweep resume {outcome.sweep_id}"
                        + (" --retry-failed" if any(s.status == "FAILED" for s in outcome.runs) else ""))
-    _compare_at_end(outcome, as_json)
     if outcome.status == "KILLED":
         raise typer.Exit(130)
     if outcome.status != "FINISHED":
         raise typer.Exit(1)
 
 
+def _compare_at_end(outcome: Any) -> Any:
+    """The comparison of the sweep's finished runs (the spec's metric), logged on its
+    parent run; None without tracking or finished runs. A comparison that cannot be made
+    (no metric in common, ...) is a warning: the runs themselves are done and recorded."""
+    if not outcome.parent_run_id or outcome.count("FINISHED") == 0:
+        return None
+    from rlx.errors import RlxError
+
+    try:
+        from rlx.cli.compare_cmd import sweep_comparison
+        from rlx.compare import CompareOptions, log_comparison
+
+        comparison, (uri, parent) = sweep_comparison(outcome.sweep_id, CompareOptions())
+        log_comparison(uri, parent, comparison)
+        return comparison
+    except RlxError as exc:
+        typer.echo(f"warning: no comparison of sweep {outcome.sweep_id}: {exc}", err=True)
+        return None
+
+
 def _log_path(sweep_id: str, run_id: str) -> Path:
     from rlx.sweep import sweep_dir
 
     return sweep_dir(sweep_id) / "logs" / f"{run_id}.log"
-
-
-def _compare_at_end(outcome: Any, as_json: bool) -> None:
-    """The comparison of the finished runs, printed and logged on the parent run."""
-    if not outcome.parent_run_id or as_json or outcome.count("FINISHED") == 0:
-        return
-    try:
-        from rlx.compare_cmd_support import compare_sweep_at_end  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    compare_sweep_at_end(outcome)
 
 
 def _list(as_json: bool) -> None:

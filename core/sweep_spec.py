@@ -117,6 +117,8 @@ def parse_seeds(value: Any, origin: str) -> list[int]:
         if value < 1:
             raise UsageError(f"{origin}: seeds = {value}: a sweep needs at least one seed (e.g. seeds = 5)")
         seeds = list(range(value))
+    elif isinstance(value, str) and value.strip().isdigit():  # "5" on a command line: a count, as seeds = 5
+        return parse_seeds(int(value.strip()), origin)
     elif isinstance(value, str):
         text = value.strip()
         m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)

@@ -248,9 +248,11 @@ class Catalog:
             s.commit()
 
     def list_runs(self, *, objective: str | None = None, reward: str | None = None, env: str | None = None,
-                  status: str | None = None, limit: int = 50) -> list[RunRecord]:
+                  status: str | None = None, sweep: str | None = None, limit: int = 50) -> list[RunRecord]:
         with self._session() as s:
             q = select(RunRecord)
+            if sweep:
+                q = q.where(RunRecord.sweep_id.startswith(sweep, autoescape=True))  # type: ignore[union-attr]
             if objective:
                 q = q.where(RunRecord.objective == objective)
             if env:

@@ -126,9 +126,12 @@ def _reaped(url: str, rows: list[RunRow]) -> None:
 
 
 def list_runs(url: str, *, objective: str | None = None, reward: str | None = None, env: str | None = None,
-              status: str | None = None, limit: int = 50) -> list[RunRow] | None:
+              status: str | None = None, sweep: str | None = None, limit: int = 50) -> list[RunRow] | None:
     """``Catalog.list_runs``; ``None`` where ``Catalog`` must answer instead."""
     where, params = [], []
+    if sweep:
+        where.append("substr(sweep_id, 1, ?) = ?")
+        params.extend([len(sweep), sweep])
     if objective:
         where.append("objective = ?")
         params.append(objective)
