@@ -23,10 +23,13 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
     from rlx.cli.output import console
 
+    from rich.markup import escape
+
     table = Table("name", "kind", "family", "version", "status", "description")
-    for r in rows:
+    for r in rows:  # plugins' own text: "[ray]" is shown, not read as markup
         style = "red" if r["status"].startswith("error") else ("dim" if r["status"] == "disabled" else None)
-        table.add_row(r["name"], r["kind"], r["family"], r["version"], r["status"], r["description"], style=style)
+        table.add_row(*(escape(str(r[k])) for k in ("name", "kind", "family", "version", "status", "description")),
+                      style=style)
     console().print(table)
 
 
@@ -86,21 +89,23 @@ def show(name: str = typer.Argument(..., help="A plugin (family), a component, o
     if as_json:
         typer.echo(json.dumps(out, indent=2, default=str))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from rlx.cli.output import console as make_console
 
     console = make_console()
-    for o in out:
+    for o in out:  # plugins' own text is shown as written, never read as rich markup
         meta = ", ".join(f"{k}={v}" for k, v in o["meta"].items() if v not in ((), [], {}, None, False))
         version = f" {o['version']}" if o["version"] else ""
-        console.print(f"[bold]{o['kind']} {o['name']}[/bold] (plugin {o['family']}{version}) {meta}".rstrip())
+        console.print(f"[bold]{escape(o['kind'])} {escape(o['name'])}[/bold] "
+                      + escape(f"(plugin {o['family']}{version}) {meta}".rstrip()))
         if o["description"]:
-            console.print(f"  {o['description']}")
+            console.print(f"  {escape(o['description'])}")
         if o["fields"]:
             table = Table("field", "type", "default", "description")
             for f in o["fields"]:
-                table.add_row(f["field"], f["type"], repr(f["default"]), f["description"])
+                table.add_row(*(escape(str(x)) for x in (f["field"], f["type"], repr(f["default"]), f["description"])))
             console.print(table)
 
 

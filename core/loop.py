@@ -521,7 +521,7 @@ def _evaluate(r: _Run, step: int) -> None:
     r.last.update(metrics)
     r.tracker.log_metrics(metrics, step)
     if r.heartbeat:
-        r.heartbeat.beat(step, r.last, force=True)
+        r.heartbeat.beat(step, r.last, force=True, trained=False)
     r.bar.eval(step, key, metrics[key])
 
 

@@ -22,14 +22,20 @@ class Heartbeat:
     def __init__(self, run_dir: Path, steps: int, headline: list[str]):
         self.path, self.steps, self.headline = run_dir / NAME, steps, headline
         self._last = 0.0
+        self._first_step_at: float | None = None
 
-    def beat(self, step: int, metrics: dict[str, float], force: bool = False) -> None:
+    def beat(self, step: int, metrics: dict[str, float], force: bool = False, trained: bool = True) -> None:
+        """``trained``: ``step`` was just trained (not only evaluated); the first such beat
+        is always written, with its time as ``first_step_at`` (a launcher's start-up cost)."""
         now = time.time()
+        if trained and self._first_step_at is None:
+            self._first_step_at, force = now, True
         if not force and now - self._last < EVERY_S:
             return
         self._last = now
         shown = {k: float(metrics[k]) for k in self.headline if k in metrics}
-        data = {"step": step, "steps": self.steps, "metrics": shown, "time": now}
+        data = {"step": step, "steps": self.steps, "metrics": shown, "time": now,
+                "first_step_at": self._first_step_at}
         tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

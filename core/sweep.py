@@ -57,6 +57,13 @@ class RunState:
     ended: float = 0.0
     progress: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def launch_s(self) -> float | None:
+        """Seconds from handing the run to the launcher to its first trained step (this
+        controller's launch: imports, building the parts, opening the stores)."""
+        first = self.progress.get("first_step_at")
+        return first - self.started if first and self.started else None
+
 
 @dataclass
 class SweepOutcome:
@@ -180,11 +187,11 @@ class Controller:
         """Read how the run ended from the catalog (the run's own record); a run that never
         got a row failed before it started (bad plugin, bad store): its log says why."""
         state.ended = time.time()
+        self._progress([state])  # its last heartbeat: the first step's time, the last step
         row = self.catalog.runs_of([state.planned.run_id]).get(state.planned.run_id)
         if row is not None and row.status != "RUNNING":
             state.status, state.error = row.status, row.error
-            state.progress.update({k: v for k, v in row.metrics.items()
-                                   if k in (row.headline or "").split(",")})
+            state.progress["metrics"] = {k: v for k, v in row.metrics.items() if k in (row.headline or "").split(",")}
             return
         if row is not None:  # RUNNING with its process gone and not yet reaped: it died
             self.catalog._reap([row])
@@ -303,9 +310,8 @@ class Controller:
 
 
 def _metrics_text(state: RunState) -> str:
-    metrics = state.progress.get("metrics", state.progress) if state.progress else {}
-    shown = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-             and k not in ("step", "steps", "time")]
+    metrics = state.progress.get("metrics") or {}
+    shown = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return ", ".join(f"{k}={v:.4g}" for k, v in shown[:2])
 
 

@@ -36,3 +36,12 @@ def test_ppo_vs_sb3_smoke(tmp_path):
                            "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "round 0 sb3:" in proc.stdout and "round 0 rlx:" in proc.stdout and "ratio rlx/sb3" in proc.stdout
+
+
+def test_sweep_throughput_smoke(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_throughput.py"), "--runs", "1",
+                           "--steps", "1", "--case", "control"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "ratio parallel 2 / parallel 1" in proc.stdout and "launch to first step" in proc.stdout
