@@ -468,6 +468,13 @@ def resume(sweep_id: str, registry: Any, catalog: Any, *, retry_failed: bool = F
         else:
             state.action = "resume" if row.status != "FAILED" and _checkpointed(p.run_id) else "start"
         states.append(state)
+    if all(s.action == "skip" for s in states):
+        failed = sum(1 for s in states if s.status == "FAILED")
+        if failed:
+            raise UsageError(f"sweep {record.id}: nothing to resume but {failed} FAILED run(s); rerun them with "
+                             f"`rlx sweep resume {record.id} --retry-failed`")
+        raise UsageError(f"sweep {record.id} already FINISHED all {len(states)} runs; nothing to resume "
+                         f"(compare it with `rlx compare {record.id}`)")
     if not catalog.claim_sweep(record.id):
         raise UsageError(f"sweep {record.id} was taken by another `rlx sweep resume`; let it finish")
     try:

@@ -90,6 +90,8 @@ def test_a_sweep_nests_its_runs_under_one_parent(tmp_path):
     assert len(listed) == 4 and {r["sweep_id"] for r in listed} == {sweep["id"]}
     logs = sorted((home / "sweeps" / sweep["id"] / "logs").iterdir())
     assert len(logs) == 4 and all("FINISHED" in p.read_text() for p in logs)
+    again = rlx("sweep", "resume", sweep["id"], home=home, cwd=tmp_path)
+    assert again.returncode == 2 and "already FINISHED all 4 runs; nothing to resume" in again.stderr
 
 
 def _wait_for_steps(home: Path, sweep_id: str, n: int, at_least: int, timeout: float = 240) -> list[str]:
