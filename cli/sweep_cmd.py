@@ -228,7 +228,8 @@ def _report(outcome: Any, spec: Any, as_json: bool) -> None:
     rows = [{"run_id": s.planned.run_id, "cell": s.planned.cell, "seed": s.planned.seed, "status": s.status,
              "error": s.error, "metrics": s.progress.get("metrics", {}),
              "seconds": round(s.ended - s.started, 2) if s.ended and s.started else None,
-             "launch_s": round(s.launch_s, 2) if s.launch_s is not None else None} for s in outcome.runs]
+             "launch_s": round(s.launch_s, 2) if s.launch_s is not None else None, "where": s.where}
+            for s in outcome.runs]
     if as_json:
         typer.echo(json.dumps({"sweep_id": outcome.sweep_id, "status": outcome.status,
                                "parent_run_id": outcome.parent_run_id, "seconds": round(outcome.seconds, 1),

@@ -45,6 +45,7 @@ class RunExit:
     run_id: str
     code: int | None
     message: str = ""
+    where: str = ""  # the machine (and node) it ran on, where the launcher knows; shown by `rlx sweep --json`
 
 
 class Launcher(ABC):

@@ -56,6 +56,7 @@ class RunState:
     started: float = 0.0
     ended: float = 0.0
     progress: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # where it ran, as the launcher says
 
     @property
     def launch_s(self) -> float | None:
@@ -186,7 +187,7 @@ class Controller:
     def _ended(self, state: RunState, ended: RunExit) -> None:
         """Read how the run ended from the catalog (the run's own record); a run that never
         got a row failed before it started (bad plugin, bad store): its log says why."""
-        state.ended = time.time()
+        state.ended, state.where = time.time(), ended.where
         self._progress([state])  # its last heartbeat: the first step's time, the last step
         row = self.catalog.runs_of([state.planned.run_id]).get(state.planned.run_id)
         if row is not None and row.status != "RUNNING":
