@@ -177,6 +177,8 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
         metrics["reward/mean"] = float(total.mean())
         metrics["reward/std"] = float(total.std()) if len(total) > 1 else 0.0
         metrics.update({f"reward/{n}": float(v.float().nanmean()) for n, v in per_source.items()})
+        for src in parts.rewards:
+            metrics.update({f"reward/{src.name}/{k}": float(v) for k, v in src.metrics().items()})
         silent = [n for n, v in per_source.items() if bool(torch.isnan(v.float()).all())]
         if not torch.isfinite(batch["rewards"]).all():
             problem = "a reward is Inf or NaN"

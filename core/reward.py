@@ -50,6 +50,12 @@ class RewardSource(ABC):
 
         return scores if scores.dim() == 1 else torch.nansum(scores, dim=-1)
 
+    def metrics(self) -> dict[str, float]:
+        """Numbers about the batch ``score`` saw last, beside the reward itself (how often a
+        scorer's rule fired, what share of completions look like a hack), logged each step
+        as ``reward/<name>/<key>``. Default: none."""
+        return {}
+
 
 def reward_events(rewards: "torch.Tensor", placed: "torch.Tensor") -> "torch.Tensor":
     """``[B, T]`` bool: where a reward event is, i.e. placed and a number.

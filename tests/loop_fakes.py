@@ -85,7 +85,11 @@ class FakeReward(RewardSource):
     def score(self, batch: Batch) -> torch.Tensor:
         if self.config.nan:
             return torch.full((len(batch),), float("nan"))
+        self.scored = len(batch)
         return batch["obs"].sum(dim=(1, 2))
+
+    def metrics(self) -> dict[str, float]:
+        return {"rows": float(getattr(self, "scored", 0))}
 
 
 class FakeObjectiveConfig(BaseModel):

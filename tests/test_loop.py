@@ -89,6 +89,8 @@ def test_nonfinite_loss_is_skipped(registry):
     assert [step for step, m in events("step") if "loss/value" not in m] == [3]  # no update on step 3
     assert result.metrics["nonfinite/skipped"] == 1
     assert torch.isfinite(torch.load(f"{result.policy_dir}/model.pt")["weight"]).all()
+    # a reward source's own metrics (RewardSource.metrics) are logged each step under its name
+    assert all(m["reward/fake/rows"] > 0 for _, m in events("step"))
 
 
 def test_nonfinite_loss_stops_the_run(registry):

@@ -12,7 +12,7 @@ from rlx.batch import Batch
 from rlx.plugins.arithmetic.config import ArithmeticConfig
 from rlx.plugins.arithmetic.env import ArithmeticEnv
 from rlx.plugins.prm.config import PRMConfig
-from rlx.plugins.prm.reward import PRM, aggregate, refine, token_index
+from rlx.plugins.prm.reward import PRM, aggregate, refine, repeats_a_step, token_index
 from rlx.reward import RewardConfig, RewardSource, combine
 
 NAN = float("nan")
@@ -308,3 +308,57 @@ def test_combine_rejects_wrong_shapes():
     batch = Batch({"mask": torch.ones(2, 3)})
     with pytest.raises(ValueError):
         combine([Const([1.0, 2.0, 3.0], weight=1.0)], batch)
+
+
+# --------------------------------------------------------------------- repeated steps
+
+@pytest.mark.parametrize("text, repeats", [
+    ("3+20=23\n23+2=25\nA:25", False),          # the gold solution
+    ("3+20=23\n3+20=23\n23+2=25\nA:25", True),  # a step written twice in a row
+    ("3+20=23\n23+2=25\n3+20=23\nA:25", True),  # ... or later on
+    ("3+20=23\n  3+20=23  \nA:25", True),        # surrounding spaces do not make it new
+    ("A:25\nA:25", True),                        # the answer line is a step too
+    ("3+20=23\n\n\n23+2=25", False),             # empty lines are no steps
+    ("3+20=23\n3+20=24", False),                 # verbatim only
+    ("", False),
+])
+def test_repeats_a_step(text, repeats):
+    assert repeats_a_step(text) is repeats
+
+
+def repeat_batch(env: ArithmeticEnv):
+    """Char-level tokens, as prm_batch, with a fourth completion that repeats its first step."""
+    task = env.sample(1)[0]
+    gold = env.demonstration(task)
+    first = gold.split("\n")[0]
+    completions = [gold, with_wrong_middle_step(gold), "", first + "\n" + gold]
+    T = max(len(c) for c in completions)
+    mask = torch.zeros(len(completions), T)
+    for i, c in enumerate(completions):
+        mask[i, : max(len(c), 1)] = 1.0
+    token_ends = [list(range(1, len(c) + 1)) for c in completions]
+    batch = Batch({"mask": mask}, {"task": [task] * len(completions), "completion": completions,
+                                   "token_ends": token_ends})
+    return batch, completions
+
+
+@pytest.mark.parametrize("refinement", ["none", "clip", "delta"])
+def test_repeat_frac_is_the_share_of_completions_repeating_a_step(refinement):
+    env = make_env()
+    batch, completions = repeat_batch(env)
+    assert completions[3] == "3+20=23\n3+20=23\n23+2=25\nA:25"
+    source = PRM(PRMConfig(refinement=refinement), env=env)
+    assert math.isnan(source.metrics()["repeat_frac"])  # nothing scored yet
+    source.score(batch)
+    assert source.metrics() == {"repeat_frac": 0.25}  # 1 of 4 completions
+
+
+def test_rule_prm_cannot_be_farmed_by_repeating_a_step():
+    # the checker wants the next gold reduction: a repeated step is wrong, and so is
+    # everything after it, so the rule backend pays nothing for the repeat
+    env = make_env()
+    batch, completions = repeat_batch(env)
+    scores = PRM(PRMConfig(), env=env).score(batch)
+    row = scores[3][~torch.isnan(scores[3])].tolist()
+    assert row == [1.0, 0.0, 0.0, 0.0]
+    assert sum(row) < float(torch.nansum(scores[0]))  # less than the gold solution's 3

@@ -4,6 +4,7 @@ before anything starts (in-process, fast)."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,11 @@ def test_flags_make_one_name_part_of_the_base_and_several_an_axis():
     plan = expand(spec, get_registry(), _ids())
     assert {p.config["objective"]["name"] for p in plan} == {"ppo", "dqn"}
     assert {p.config["policy"]["name"] for p in plan} == {"mlp"}  # the control kind's default policy
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).resolve().parent.parent / "examples" / "sweeps").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_recipe_validates(spec):
+    loaded = load_spec(spec)
+    plan = expand(loaded, get_registry(), _ids())
+    assert len(plan) == len(loaded.cells) * len(loaded.seeds) >= 1

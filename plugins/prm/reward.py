@@ -65,6 +65,7 @@ class PRM(RewardSource):
                 raise UsageError(f"reward 'prm' with backend 'rule' needs an environment with a step checker "
                                  f"('{type(env).__name__}' has none); use --env arithmetic, or backend 'model'")
         self._summary: torch.Tensor | None = None
+        self._repeat_frac = math.nan
 
     def step_scores(self, task: dict, completion: str) -> tuple[list[int], list[float]]:
         verdicts = self.env.check_steps(task, completion) or []
@@ -99,7 +100,28 @@ class PRM(RewardSource):
                     # two steps ending on one token (degenerate text) add up
                     dense[i, j] = s if math.isnan(dense[i, j]) else dense[i, j] + s
         self._summary = torch.tensor(summary)
+        texts = batch.meta["completion"]
+        self._repeat_frac = sum(map(repeats_a_step, texts)) / max(len(texts), 1)
         return dense if cfg.granularity == "process" else self._summary.clone()
 
     def summarize(self, scores: torch.Tensor) -> torch.Tensor:
         return self._summary if self._summary is not None else super().summarize(scores)
+
+    def metrics(self) -> dict[str, float]:
+        """``repeat_frac``: the share of completions that repeat a step verbatim, the way a
+        policy farms a summed process reward by writing a well-scored step again (Gao et
+        al., 2024); what ``clip`` and ``delta`` are meant to make pointless."""
+        return {"repeat_frac": self._repeat_frac}
+
+
+def repeats_a_step(completion: str) -> bool:
+    """Whether some step (a non-empty line, surrounding spaces ignored) repeats an earlier
+    step of the same completion verbatim."""
+    seen: set[str] = set()
+    for line in completion.split("\n"):
+        step = line.strip()
+        if step in seen:
+            return True
+        if step:
+            seen.add(step)
+    return False
