@@ -19,11 +19,10 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from rlx.cli.output import console
-
-    from rich.markup import escape
 
     table = Table("name", "kind", "family", "version", "status", "description")
     for r in rows:  # plugins' own text: "[ray]" is shown, not read as markup

@@ -319,7 +319,7 @@ def _show(sweep_id: str, as_json: bool) -> None:
     catalog = Catalog(home.catalog_url())
     rec = catalog.get_sweep(sweep_id)
     runs = catalog.runs_of([p["run_id"] for p in rec.plan])
-    plan = [{**p, "status": runs[p["run_id"]].status if p["run_id"] in runs else "PENDING",
+    plan = [{**p, "status": runs[p["run_id"]].status if p["run_id"] in runs else "FAILED" if p.get("failed") else "PENDING",
              "metrics": {k: v for k, v in runs[p["run_id"]].metrics.items()
                          if k in (runs[p["run_id"]].headline or "").split(",")} if p["run_id"] in runs else {}}
             for p in rec.plan]

@@ -201,6 +201,11 @@ class Controller:
         state.status = "FAILED"
         state.error = ended.message or _last_error(self.dir / "logs" / f"{state.planned.run_id}.log") or \
             f"exited with code {ended.code} before it started"
+        state.planned.failed = state.error  # no catalog row says so: the plan does, for `rlx sweep resume`
+        self._save_plan()
+
+    def _save_plan(self) -> None:
+        self.catalog.update_sweep(self.record.id, plan=[s.planned.to_json() for s in self.states])
 
     def _adopt(self, waiting: list[RunState], todo: list[RunState]) -> list[RunState]:
         """Runs a dead controller left running (on another node, or still checkpointing):
@@ -233,8 +238,8 @@ class Controller:
         configs = self.dir / "configs"
         new = new_id()
         shutil.copy(configs / f"{old}.json", configs / f"{new}.json")
-        state.planned.run_id = new
-        self.catalog.update_sweep(self.record.id, plan=[s.planned.to_json() for s in self.states])
+        state.planned.run_id, state.planned.failed = new, ""
+        self._save_plan()
 
     def _progress(self, running: Any) -> None:
         from rlx.progress_file import read
@@ -452,13 +457,15 @@ def resume(sweep_id: str, registry: Any, catalog: Any, *, retry_failed: bool = F
     spec.launcher_settings.update(launcher_settings or {})
     spec.max_parallel = max_parallel or spec.max_parallel
     name, launcher = launcher_for(registry, spec.launcher, spec.launcher_settings)
-    plan = [PlannedRun(p["run_id"], p["cell"], p["values"], p["seed"]) for p in record.plan]
+    plan = [PlannedRun(p["run_id"], p["cell"], p["values"], p["seed"], failed=p.get("failed", "")) for p in record.plan]
     rows = catalog.runs_of([p.run_id for p in plan])
     states = []
     for p in plan:
         state = RunState(p)
         row = rows.get(p.run_id)
-        if row is None:
+        if row is None and p.failed and not retry_failed:  # it failed before it had a row
+            state.action, state.status, state.error = "skip", "FAILED", p.failed
+        elif row is None:
             state.action = "start"
         elif row.status == "FINISHED":
             state.action, state.status = "skip", "FINISHED"
@@ -485,7 +492,7 @@ def resume(sweep_id: str, registry: Any, catalog: Any, *, retry_failed: bool = F
         raise
     ctl = Controller(record, spec, states, catalog, launcher, capacity, live=live)
     for state in states:
-        if state.action == "start" and rows.get(state.planned.run_id) is not None:
+        if state.action == "start" and (rows.get(state.planned.run_id) is not None or state.planned.failed):
             ctl._replace(state)  # failed, or stopped before its first checkpoint: a fresh run
     _reopen_parent(record.tracking_uri, record.mlflow_run_id)
     todo = sum(1 for s in states if s.action != "skip")

@@ -98,13 +98,15 @@ class PlannedRun:
     values: dict[str, Any]
     seed: int
     config: dict[str, Any] = field(default_factory=dict)  # resolved, what `rlx run --config` gets
+    failed: str = ""  # why it failed before it had a catalog row (its plugin, its store): kept in the plan
 
     @property
     def label(self) -> str:
         return f"{self.cell} s{self.seed}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "cell": self.cell, "values": self.values, "seed": self.seed}
+        out = {"run_id": self.run_id, "cell": self.cell, "values": self.values, "seed": self.seed}
+        return {**out, "failed": self.failed} if self.failed else out
 
 
 # -- reading -----------------------------------------------------------------------------

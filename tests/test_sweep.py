@@ -216,3 +216,29 @@ def test_sigkill_of_the_controller_leaves_no_orphan_and_resume_equals_an_uninter
         assert a[key].keys() == b[key].keys(), key
         for name, value in a[key].items():
             assert abs(value - b[key][name]) <= 1e-6, (key, name, value, b[key][name])
+
+
+def test_a_failed_run_does_not_stop_the_others_and_retry_reruns_it(tmp_path):
+    home = tmp_path / "home"
+    spec = tmp_path / "fail.toml"
+    # passes validation (any string is an env id) but fails when the run builds its environment
+    spec.write_text('seeds = 1\n[base]\nenv = "gym"\nrun = { steps = 1, threads = 1, eval_every = 0 }\n'
+                    '[axes]\n"env.id" = ["CartPole-v1", "NoSuchEnv-v9"]\n')
+    proc = rlx("sweep", str(spec), "--max-parallel", "2", "--no-live", home=home, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "FAILED" in proc.stdout and "1 finished, 1 failed" in proc.stdout
+    failed_line = next(ln for ln in proc.stdout.splitlines() if "env.id=NoSuchEnv-v9 s0: FAILED" in ln)
+    assert "NoSuchEnv" in failed_line and "(log: " in failed_line
+    assert "rlx sweep resume" in proc.stdout and "--retry-failed" in proc.stdout
+    sweep = _sweep(home)
+    assert sweep["status"] == "FAILED"
+    before = {r["cell"]: r for r in _show(home, sweep["id"])["runs"]}
+
+    plain = rlx("sweep", "resume", sweep["id"], home=home, cwd=tmp_path)
+    assert plain.returncode == 2 and "--retry-failed" in plain.stderr  # nothing else to do
+    retried = rlx("sweep", "resume", sweep["id"], "--retry-failed", "--no-live", home=home, cwd=tmp_path)
+    assert retried.returncode == 1  # it fails again, as a new run
+    after = {r["cell"]: r for r in _show(home, sweep["id"])["runs"]}
+    cell = "env.id=NoSuchEnv-v9"
+    assert after[cell]["run_id"] != before[cell]["run_id"] and after[cell]["status"] == "FAILED"
+    assert after["env.id=CartPole-v1"] == before["env.id=CartPole-v1"]  # the finished one untouched
