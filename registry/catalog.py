@@ -362,9 +362,22 @@ class Catalog:
             rec = by_family.setdefault(r["family"], {"kinds": set(), "components": [], **r})
             rec["kinds"].add(r["kind"])
             rec["components"].append(r["name"])
-        with self._session() as s:
-            for fam, r in by_family.items():
-                s.merge(PluginRecord(name=fam, kinds=",".join(sorted(r["kinds"])),
-                                     components=",".join(r["components"]), distribution=r["distribution"],
-                                     version=r["version"], status=r["status"], seen_at=_now()))
-            s.commit()
+        from sqlalchemy.exc import IntegrityError
+
+        from rlx.home import store_lock
+
+        # merge is a read, then an insert: two runs starting at once on a new catalog (a
+        # sweep's) would both insert the same plugin rows; SQLite's file lock orders them,
+        # and on other databases the one that lost the race merges again
+        for attempt in range(3):
+            try:
+                with store_lock(self.url), self._session() as s:
+                    for fam, r in by_family.items():
+                        s.merge(PluginRecord(name=fam, kinds=",".join(sorted(r["kinds"])),
+                                             components=",".join(r["components"]), distribution=r["distribution"],
+                                             version=r["version"], status=r["status"], seen_at=_now()))
+                    s.commit()
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise

@@ -19,7 +19,7 @@ from rlx.registry.plugins import ComponentSpec, EmptyConfig
 HANGS = "import time\ntime.sleep(10**6)\n"
 INTERFACES = {"objective": "rlx.objective:Objective", "reward": "rlx.reward:RewardSource",
               "environment": "rlx.environment:Environment", "policy": "rlx.policy:Policy",
-              "kind": "rlx.kind:EnvironmentKind"}
+              "kind": "rlx.kind:EnvironmentKind", "launcher": "rlx.launcher:Launcher"}
 
 
 @pytest.mark.parametrize("returned,words", [

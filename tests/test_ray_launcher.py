@@ -313,21 +313,7 @@ def cluster():
 
 
 @pytest.mark.slow
-class TestCluster:
-    def test_two_runs_land_on_the_two_nodes(self, cluster, tmp_path):
-        launcher = RayLauncher(RayLauncherConfig(address=cluster.address))
-        try:
-            assert launcher.open(None) == 2
-            requests = [_request(tmp_path, 3), _request(tmp_path, 3)]
-            for r in requests:
-                launcher.submit(r)
-            ended = _wait_exits(launcher, 2)
-        finally:
-            launcher.close()
-        assert all(ended[r.run_id].code == 0 for r in requests)
-        assert len({launcher.results[r.run_id].node_id for r in requests}) == 2
-        assert all(_show(tmp_path, r.run_id)["status"] == "FINISHED" for r in requests)
-
+class TestCluster:  # two runs on the two nodes: tests/test_sweep_ray.py, through rlx sweep
     def test_a_killed_driver_leaves_no_run_behind(self, cluster, tmp_path):
         """SIGKILL the sweep's process: Ray ends its job's workers, the keeper dies with its
         worker, and the run gets SIGTERM: it checkpoints and ends KILLED, no orphan."""
