@@ -310,8 +310,10 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     from rlx.interrupts import RunInterrupted, Signals, signal_name
 
     r = _Run(cfg, registry, catalog, opened=resume is not None)
-    # under `accelerate launch` the same signal may reach a rank more than once
-    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ) as r.signals:
+    # under `accelerate launch` the same signal may reach a rank more than once; so may a
+    # run a sweep supervises: its parent's death (PR_SET_PDEATHSIG) can signal it again
+    # when a subreaper above it exits, which would cut the checkpointing step short
+    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ or "RLX_SWEEP_ID" in os.environ) as r.signals:
         try:
             _set_up(r, tracking_uri, resume)
             _open_tracking(r, command, resume)
