@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Optional
 
 import typer
@@ -39,20 +38,10 @@ def _get_run(run_id: str):
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "CRASHED")
 
 
-def _finite(value):
-    """``value`` with NaN and infinite floats as None: JSON has no word for them (Python's
-    ``NaN`` and ``Infinity`` break every other parser)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _dumps(value) -> str:
-    return json.dumps(_finite(value), indent=2, allow_nan=False)
+    from rlx.jsonable import finite
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def _text(value) -> str:

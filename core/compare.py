@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rlx.errors import UsageError
+from rlx.jsonable import finite
 
 AGGREGATES = ("final", "best", "last")
 # settings that differ between runs without making them different experiments
@@ -162,7 +163,7 @@ class Comparison:
         return f"last {self.last_k}" if self.aggregate == "last" else self.aggregate
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite(asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -251,17 +252,6 @@ def _num(x: float, digits: int = 4) -> str:
 
 def _ci(ci: tuple[float, float]) -> str:
     return f"[{_num(ci[0])}, {_num(ci[1])}]"
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None (JSON has no word for them); tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 # -- reading runs from MLflow ------------------------------------------------------------------

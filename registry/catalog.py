@@ -268,17 +268,21 @@ class Catalog:
     def get_run(self, prefix: str) -> RunRecord:
         from rlx.registry.catalog_read import run_prefix
 
-        given, prefix = prefix, run_prefix(prefix)
-        with self._session() as s:
-            # autoescape: a prefix is text, never a LIKE pattern (run_prefix admits none anyway)
-            q = select(RunRecord).where(RunRecord.id.startswith(prefix, autoescape=True))  # type: ignore[attr-defined]
-            rows = list(s.exec(q))
-        if not rows:
-            raise UsageError(f"no run '{given}' in the catalog; list runs with `rlx runs list`")
-        if len(rows) > 1:
-            raise UsageError(f"run id '{given}' is ambiguous ({len(rows)} runs); give more characters")
+        rows = self._by_prefix(RunRecord, prefix, run_prefix(prefix), "run", "rlx runs list")
         self._reap(rows)
         return rows[0]
+
+    def _by_prefix(self, table: Any, given: str, prefix: str, noun: str, listing: str) -> list[Any]:
+        """The one row of ``table`` whose id starts with ``prefix``; a UsageError naming
+        the fix when none or several do."""
+        with self._session() as s:
+            # autoescape: a prefix is text, never a LIKE pattern (ids are hex anyway)
+            rows = list(s.exec(select(table).where(table.id.startswith(prefix, autoescape=True))))
+        if not rows:
+            raise UsageError(f"no {noun} '{given}' in the catalog; list {noun}s with `{listing}`")
+        if len(rows) > 1:
+            raise UsageError(f"{noun} id '{given}' is ambiguous ({len(rows)} {noun}s); give more characters")
+        return rows
 
     def runs_of(self, ids: list[str]) -> dict[str, RunRecord]:
         """The catalog rows of these run ids that exist (dead owners reaped), by id."""
@@ -345,13 +349,7 @@ class Catalog:
         if not re.fullmatch(r"[0-9a-f]{1,12}", norm):
             raise UsageError(f"no sweep '{prefix}': sweep ids are 12 hex digits (0-9, a-f), or a prefix of one; "
                              "list sweeps with `rlx sweep list`")
-        with self._session() as s:
-            q = select(SweepRecord).where(SweepRecord.id.startswith(norm, autoescape=True))  # type: ignore
-            rows = list(s.exec(q))
-        if not rows:
-            raise UsageError(f"no sweep '{prefix}' in the catalog; list sweeps with `rlx sweep list`")
-        if len(rows) > 1:
-            raise UsageError(f"sweep id '{prefix}' is ambiguous ({len(rows)} sweeps); give more characters")
+        rows = self._by_prefix(SweepRecord, prefix, norm, "sweep", "rlx sweep list")
         self._reap_sweeps(rows)
         return rows[0]
 
