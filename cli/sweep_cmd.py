@@ -90,8 +90,8 @@ def sweep(
     from rlx.registry.catalog import Catalog
 
     if head == "resume":
-        _only_for_new(locals(), ("objective", "reward", "env", "policy", "grid", "seeds", "name", "experiment",
-                                 "dry_run"), "rlx sweep resume")
+        _only_for_new({"objective": objective, "reward": reward, "env": env, "policy": policy, "grid": grid,
+                       "seeds": seeds, "name": name, "experiment": experiment, "dry_run": dry_run}, "rlx sweep resume")
         if run_flags or run_sets or tracking_uri:
             raise UsageError("rlx sweep resume continues the runs as they were configured; drop the run flags, "
                              "--set of run settings and --tracking-uri")
@@ -121,11 +121,11 @@ def _reject_extra(extra: list[str], command: str) -> None:
         raise UsageError(f"{command} takes no arguments, got '{extra[0]}'")
 
 
-def _only_for_new(values: dict[str, Any], names: tuple[str, ...], command: str) -> None:
+def _only_for_new(values: dict[str, Any], command: str) -> None:
     from rlx.errors import UsageError
 
-    for n in names:
-        if values.get(n):
+    for n in values:
+        if values[n]:
             raise UsageError(f"--{n.replace('_', '-')} shapes a new sweep; {command} continues the one recorded "
                              "(drop it, or start a new sweep)")
 

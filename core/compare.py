@@ -766,15 +766,21 @@ def _intervals_figure(c: Comparison) -> Any:
     return fig
 
 
-def _curves_figure(c: Comparison) -> Any:
-    """IQM over the runs at each logged step, with its CI band."""
+def _bands(c: Comparison, lines: list[tuple[str, Any, Any, Any, Any]], step: bool) -> tuple[Any, Any]:
+    """One line per group (its colour from its rank) with its CI band: (group, x, y, low, high)."""
     fig, (ax,) = _figure(8, 4.5)
     ranks = {g.label: g.rank for g in c.groups}
-    for curve in c.curves:
-        color = f"C{ranks[curve.group] - 1}"
-        ax.plot(curve.steps, curve.iqm, color=color, label=curve.group)
-        ax.fill_between(curve.steps, [_nan(v) for v in curve.low], [_nan(v) for v in curve.high], color=color,
-                        alpha=0.2, linewidth=0)
+    for group, x, y, low, high in lines:
+        color = f"C{ranks[group] - 1}"
+        ax.plot(x, y, color=color, label=group, drawstyle="steps-post" if step else "default")
+        ax.fill_between(x, [_nan(v) for v in low], [_nan(v) for v in high], color=color, alpha=0.2, linewidth=0,
+                        step="post" if step else None)
+    return fig, ax
+
+
+def _curves_figure(c: Comparison) -> Any:
+    """IQM over the runs at each logged step, with its CI band."""
+    fig, ax = _bands(c, [(k.group, k.steps, k.iqm, k.low, k.high) for k in c.curves], step=False)
     ax.set_xlabel("step")
     ax.set_ylabel(f"IQM of {c.metric}{' (normalized)' if c.normalized else ''}")
     ax.set_title(f"Learning curves ({c.confidence:.0%} CI bands)")
@@ -785,13 +791,7 @@ def _curves_figure(c: Comparison) -> Any:
 
 def _profiles_figure(c: Comparison) -> Any:
     """The fraction of runs scoring above each threshold, with its CI band."""
-    fig, (ax,) = _figure(8, 4.5)
-    ranks = {g.label: g.rank for g in c.groups}
-    for p in c.profiles:
-        color = f"C{ranks[p.group] - 1}"
-        ax.plot(p.taus, p.fraction, color=color, label=p.group, drawstyle="steps-post")
-        ax.fill_between(p.taus, [_nan(v) for v in p.low], [_nan(v) for v in p.high], color=color, alpha=0.2,
-                        linewidth=0, step="post")
+    fig, ax = _bands(c, [(p.group, p.taus, p.fraction, p.low, p.high) for p in c.profiles], step=True)
     ax.set_xlabel(f"threshold on {_unit(c)}")
     ax.set_ylabel(f"fraction of runs {'below' if c.lower_is_better and not c.normalized else 'above'}")
     ax.set_ylim(-0.02, 1.02)
