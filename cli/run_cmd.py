@@ -16,7 +16,11 @@ def run(
     policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every RNG."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: rlx/<task>)."),
+    register: Optional[str] = typer.Option(None, "--register",
+                                           help="Register the trained policy in the MLflow model registry as NAME."),
+    no_system_metrics: bool = typer.Option(False, "--no-system-metrics",
+                                           help="Do not record CPU/memory/GPU use (MLflow's system metrics)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with any of the sections."),
     set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override: dotted.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
@@ -51,6 +55,10 @@ def run(
     flags = {"objective": objective, "reward": reward, "env": env, "policy": policy, "seed": seed,
              "steps": steps, "experiment": experiment, "device": device}
     raw = compose(config, flags, set_)
+    if register is not None:
+        raw["run"]["register_as"] = register
+    if no_system_metrics:
+        raw["run"]["system_metrics"] = False
     cfg = resolve(raw, registry)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -82,7 +90,14 @@ def run(
         typer.echo(f"  stopped early by plugin '{result.stopped_by}' after step {result.stopped_at_step} "
                    f"of {result.steps}")
     if tracked:
-        typer.echo(f"  mlflow run {result.mlflow_run_id} in {home.tracking_uri(tracking_uri)}")
+        from rlx.cli.ui_cmd import ui_root
+        from rlx.mlflow_views import run_page_url
+
+        uri = home.tracking_uri(tracking_uri)
+        root, serving = ui_root(uri)
+        typer.echo(f"  mlflow run {result.mlflow_run_id} in {uri}")
+        typer.echo(f"  {run_page_url(root, result.mlflow_experiment_id, result.mlflow_run_id)}"
+                   + ("" if serving else "  (served by `rlx ui`)"))
     else:
         typer.echo("  tracking off (--no-tracking / RLX_TRACKING=off): nothing logged to MLflow")
     if result.policy_dir:

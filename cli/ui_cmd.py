@@ -36,8 +36,11 @@ _IN_USE = re.compile(r"address already in use|Errno 98|Errno 48", re.IGNORECASE)
 
 def ui(port: int = typer.Option(5000, help="Port to serve on."),
        host: str = typer.Option("127.0.0.1", help="Interface; keep 127.0.0.1 unless you mean to share it."),
-       tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to browse.")) -> None:
-    """Start the MLflow UI on the rlx store (Ctrl-C to stop)."""
+       tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store to browse."),
+       experiment: Optional[str] = typer.Option(None, "--experiment",
+                                                help="Link this experiment's runs (default: the newest run's)."),
+       open_browser: bool = typer.Option(False, "--open", help="Open the link in a browser once it serves.")) -> None:
+    """Start the MLflow UI on the rlx store (Ctrl-C to stop); prints the runs table's link."""
     from rlx import home
 
     uri = home.tracking_uri(tracking_uri)
@@ -53,19 +56,20 @@ def ui(port: int = typer.Option(5000, help="Port to serve on."),
             raise UsageError(f"cannot write the server log '{log_path}': {exc.strerror}; "
                              "set RLX_HOME to a writable place") from None
         _say(f"starting the MLflow UI for {uri}; server log: {log_path}", err=False)
-        code = _serve(uri, host, port, log, log_path, received)
+        code = _serve(uri, host, port, log, log_path, received, experiment, open_browser)
     # SystemExit rather than typer.Exit: for an exit code of 130 main() adds an error line of its own
     raise SystemExit(code)
 
 
-def _serve(uri: str, host: str, port: int, log: IO[bytes], log_path: Path, received: list[int]) -> int:
+def _serve(uri: str, host: str, port: int, log: IO[bytes], log_path: Path, received: list[int],
+           experiment: str | None = None, open_browser: bool = False) -> int:
     if received:
         log.close()
         return _stopped(received[0])
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     with log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
+                                env=_server_env(), start_new_session=True,
                                 preexec_fn=die_with_parent())
     echo = _ErrorEcho(log_path)
     try:
@@ -74,7 +78,10 @@ def _serve(uri: str, host: str, port: int, log: IO[bytes], log_path: Path, recei
             if not ready and _answers(host, port):
                 ready = True
                 echo.release()
-                _say(f"MLflow UI at {_runs_url(uri, host, port)}  (Ctrl-C to stop)", err=False)
+                url = _runs_url(uri, host, port, experiment)
+                _say(f"MLflow UI at {url}  (Ctrl-C to stop)", err=False)
+                if open_browser:
+                    _open(url)
             time.sleep(0.2)
     finally:
         # what the workers say while being stopped is not news to whoever stopped them
@@ -90,6 +97,26 @@ def _serve(uri: str, host: str, port: int, log: IO[bytes], log_path: Path, recei
     last = echo.errors[-1].strip() if echo.errors else "no error line"
     when = "stopped" if ready else "exited before it answered"
     raise RlxError(f"the MLflow server {when} (exit code {proc.returncode}): {last}; full log: {log_path}")
+
+
+def _server_env() -> dict[str, str]:
+    # MLflow's job runner (7 huey workers) serves its GenAI features only: off unless asked
+    # for, it starts faster and stops with fewer processes to wait on
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+
+
+def _open(url: str) -> None:
+    """The system's browser ($BROWSER first, as Python's webbrowser reads it); a machine
+    without one gets a line, not an error: the link is printed above."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        _say("no browser found to open it (set BROWSER); open the link above by hand")
 
 
 def _stopped(signum: int) -> int:
@@ -144,9 +171,10 @@ def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _runs_url(uri: str, host: str, port: int, experiment: str = "rlx") -> str:
-    """The runs table of the rlx experiment in the model-training view (MLflow 3 opens on
-    its GenAI pages otherwise); the root when the id cannot be read cheaply."""
+def _runs_url(uri: str, host: str, port: int, experiment: str | None = None) -> str:
+    """The runs table in the model-training view (MLflow 3 opens on its GenAI pages
+    otherwise) of ``experiment``, or by default of the experiment of the newest run; the
+    root when there is none or the store cannot be read cheaply."""
     root = f"http://{_netloc(host, port)}/"
     from rlx.home import sqlite_path
 
@@ -162,11 +190,27 @@ def _runs_url(uri: str, host: str, port: int, experiment: str = "rlx") -> str:
     try:
         # read-only: the server may be creating its tables at this moment
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as con:
-            row = con.execute("SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'",
-                              (experiment,)).fetchone()
-    except sqlite3.Error:
+            if experiment is not None:
+                row = con.execute("SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'",
+                                  (experiment,)).fetchone()
+            else:
+                row = con.execute(
+                    "SELECT e.experiment_id FROM runs r JOIN experiments e ON r.experiment_id = e.experiment_id "
+                    "WHERE e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active' "
+                    "ORDER BY r.start_time DESC LIMIT 1").fetchone()
+    except sqlite3.Error:  # no runs table yet, or not MLflow's
         return root
-    return f"{root}#/experiments/{row[0]}/runs?workflowType=machine_learning" if row else root
+    from rlx.mlflow_views import runs_table_url
+
+    return runs_table_url(root, str(row[0])) if row else root
+
+
+def ui_root(uri: str, port: int = 5000) -> tuple[str, bool]:
+    """Where the MLflow UI of store ``uri`` is: the tracking server itself for an http(s)
+    store (True: it serves already), else where ``rlx ui`` serves it by default (False)."""
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + "/", True
+    return f"http://{_netloc('127.0.0.1', port)}/", False
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = GRACE_S) -> None:

@@ -22,11 +22,9 @@ from typing import Any
 
 from rlx.errors import UsageError
 from rlx.jsonable import finite
+from rlx.run_naming import NOT_SETTINGS
 
 AGGREGATES = ("final", "best", "last")
-# settings that differ between runs without making them different experiments
-NOT_SETTINGS = frozenset({"run.seed", "run.name", "run.threads", "run.experiment", "run.device", "run.samples_to_log",
-                          "run.checkpoint_every", "run.keep_checkpoints", "run.save_policy", "run.eval_every"})
 _MAX_POINTS = 200  # points of a learning curve (steps beyond are thinned evenly)
 _TAUS = 51  # thresholds of a performance profile
 _ALL = "all runs"  # the label of the one group when nothing differs between the runs

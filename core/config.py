@@ -35,17 +35,22 @@ RUN_NAME_MAX = 250  # MLflow's column for run names (runs.name) is String(250)
 
 
 def _check_experiment(name: str) -> str:
-    """An experiment name becomes a folder name under the store's mlartifacts folder: it
-    must be one path component that stays inside it."""
+    """An experiment name becomes a folder under the store's mlartifacts folder: '/'
+    separates folders (``rlx/arithmetic``), and each part must be a name that stays inside."""
     if not name.strip():
         raise PydanticCustomError("experiment_name", "an experiment needs a name; pass --experiment NAME")
     # Cs: lone surrogates, what undecodable bytes of a command line become; no store can hold them
-    bad = next((c for c in name if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs")), None)
+    bad = next((c for c in name if c == "\\" or unicodedata.category(c) in ("Cc", "Cs")), None)
     if bad is not None:
         raise PydanticCustomError(
-            "experiment_name", "{char} is not allowed in an experiment name (it names a folder, not a path); "
-            "use letters, digits, '-', '_', '.' or spaces", {"char": repr(bad)})
-    if name in (".", ".."):
+            "experiment_name", "{char} is not allowed in an experiment name (it names folders); "
+            "use letters, digits, '-', '_', '.', spaces, and '/' between folder names", {"char": repr(bad)})
+    parts = name.split("/")
+    if any(not part.strip() for part in parts):
+        raise PydanticCustomError(
+            "experiment_name", "an experiment name is not a path: '/' may only separate folder names "
+            "(no leading, trailing or double '/'), e.g. rlx/arithmetic")
+    if any(part in (".", "..") for part in parts):
         raise PydanticCustomError("experiment_name", "'.' and '..' are not experiment names; pick a word")
     size = len(name.encode("utf-8"))
     if size > EXPERIMENT_MAX_BYTES:
@@ -67,13 +72,24 @@ class RunSettings(BaseModel):
                                                   "pairs; control: unused, num_envs x rollout_length instead).")
     eval_every: int = Field(50, ge=0, description="Evaluate every N steps (0: only before and after training).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks CUDA when present.")
-    experiment: str = Field("rlx", description="MLflow experiment name; also the name of its artifact folder, so "
-                                               "one file name: no '/', '\\' or control characters, not '.' or "
-                                               f"'..', at most {EXPERIMENT_MAX_BYTES} bytes.")
+    experiment: str | None = Field(None, description="MLflow experiment name (default: rlx/<task>, e.g. "
+                                   "rlx/arithmetic, rlx/CartPole-v1); also its artifact folder: '/' separates "
+                                   "folder names, no '\\' or control characters, no '.' or '..' part, at most "
+                                   f"{EXPERIMENT_MAX_BYTES} bytes.")
     name: str | None = Field(None, max_length=RUN_NAME_MAX,
-                             description="Run name (default: <objective>-<reward>-<env>-s<seed>); at most "
+                             description="Run name (default: <objective>[-<what differs from the defaults>]"
+                                         "[-<reward unless the environment's default>]-<task>-s<seed>); at most "
                                          f"{RUN_NAME_MAX} characters, MLflow's limit.")
     save_policy: bool = Field(True, description="Save the final policy under the run's folder and as an MLflow artifact.")
+    log_model: bool = Field(True, description="Also log the saved policy (or reward model) as an MLflow model, in "
+                                              "its library's flavour (transformers, pyfunc): the run's Models tab "
+                                              "and mlflow.<flavour>.load_model find it.")
+    register_as: str | None = Field(None, min_length=1, max_length=RUN_NAME_MAX,
+                                 description="Register the logged model under this name in the MLflow model "
+                                             "registry (a new version each run; --register NAME).")
+    system_metrics: bool = Field(True, description="Record MLflow's system metrics (CPU, memory, disk, network; "
+                                                   "GPU with nvidia-ml-py) every 10 s (MLFLOW_SYSTEM_METRICS_"
+                                                   "SAMPLING_INTERVAL), from the process that writes the metrics.")
     samples_to_log: int = Field(8, ge=0, description="Sample rows per evaluation kept in the samples table "
                                                     "(generations, for text).")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: all cores).")
@@ -94,8 +110,8 @@ class RunSettings(BaseModel):
 
     @field_validator("experiment")
     @classmethod
-    def _experiment_name(cls, v: str) -> str:
-        return _check_experiment(v)
+    def _experiment_name(cls, v: str | None) -> str | None:
+        return None if v is None else _check_experiment(v)
 
 
 class GenerationSettings(BaseModel):
@@ -480,6 +496,15 @@ def resolve(raw: dict[str, Any], registry: Any) -> Resolved:
             base.pop("env_steps", None)
         settings[k] = validate_section(k, m, {**base, **user})
     names["reward"] = ",".join(rewards)
+    if settings["run"].experiment is None:  # concrete from here on: sweeps, the catalog and config.json see it
+        from rlx.run_naming import default_experiment, task_name
+
+        experiment = default_experiment(task_name(names, parts["env"], specs["env"]))
+        try:
+            _check_experiment(experiment)
+        except PydanticCustomError:  # a task value no folder can be named after (too long, '..')
+            experiment = default_experiment(names["env"])
+        settings["run"] = settings["run"].model_copy(update={"experiment": experiment})
     return Resolved(names=names, objective=parts["objective"], env=parts["env"], policy=parts["policy"],
                     rewards=rewards, plugins=_plugin_settings(raw.get("plugins") or {}, registry), **settings)
 

@@ -41,12 +41,58 @@ def set_rng_state(rng: random.Random, state: list[Any]) -> None:
     rng.setstate((version, tuple(internal), gauss))
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset a run reads, as MLflow records it (``mlflow.log_input``): the run page's
+    Datasets and the runs table's Dataset column show it.
+
+    ``digest`` identifies the content: a hash of a file's bytes, or of a procedural
+    generator's settings (the same settings make the same rows). ``source`` says where it
+    comes from: a file path, a hub id, or the generator and its settings."""
+
+    name: str  # short and stable: "arithmetic-train", "cartpole-episodes"
+    context: str  # "training" or "evaluation" (MLflow's mlflow.data.context tag)
+    digest: str  # at most 36 characters: MLflow's column
+    source: str  # a path, a URI or a generator description
+    source_type: str  # "local", "hub", "procedural", "simulator"
+    rows: int | None = None  # how many rows (tasks, pairs, episodes), when known
+    columns: tuple[str, ...] = ()  # the fields a row has
+    settings: dict[str, Any] | None = None  # a procedural generator's settings
+
+
+def digest_of(*parts: Any) -> str:
+    """A short stable digest of JSON-able ``parts`` (a generator's settings, a seed)."""
+    import hashlib
+    import json
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Any) -> str:
+    """A short digest of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 class Environment(ABC):
     """Any environment: built with its config and the run's seed; checkpointed with the run."""
 
     def __init__(self, config: BaseModel, *, seed: int = 0):
         self.config = config
         self.seed = seed
+
+    def datasets(self) -> list[DatasetInfo]:
+        """The data this environment hands out, for the run's record in MLflow: its training
+        source and its held-out split (``context`` "training" / "evaluation"). Called once
+        per run, after the environment is built; keep it cheap (hash a file, not a corpus
+        held remotely). Empty by default: nothing is logged."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         """What resumes task sampling exactly (RNG state, position in a file): JSON-friendly."""

@@ -67,9 +67,11 @@ def rlx_register_rewards(register: Any) -> None:
 @hookspec
 def rlx_register_environments(register: Any) -> None:
     """Register environments: ``register(name, factory, config=Model, kind="text",
-    default_reward=None, requires=(), description=...)``; the factory is called as
-    ``factory(config, seed=...)`` and returns an ``rlx.Environment`` of that kind.
-    ``default_reward``: the reward source a run uses when none is named (e.g. "verifier")."""
+    default_reward=None, task_field=None, requires=(), description=...)``; the factory is
+    called as ``factory(config, seed=...)`` and returns an ``rlx.Environment`` of that kind.
+    ``default_reward``: the reward source a run uses when none is named (e.g. "verifier").
+    ``task_field``: the config field whose value names the task (gym's ``id``), for run
+    names and the default experiment ``rlx/<task>``; unset: the environment's name."""
 
 
 @hookspec

@@ -36,15 +36,48 @@ class RunResult:
     stopped_by: str = ""  # the plugin that stopped the run early, if one did
     stopped_at_step: int = 0
     steps: int = 0  # the steps it was set to train
+    mlflow_experiment_id: str = ""
 
 
-def _git_commit() -> str:
+def _git(args: list[str], cwd: Path) -> str:
+    """git's answer in ``cwd``, or "" (no git, not a work tree, any failure)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=cwd,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # a status must not take the index lock
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def source_tags(cwd: Path) -> dict[str, str]:
+    """Where the run came from: the researcher's own project (the git work tree the run
+    started in: MLflow's ``mlflow.source.git.*`` tags, which its UI shows as the run's
+    source and commit) and rlx's own commit when rlx runs from a git checkout."""
+    tags: dict[str, str] = {}
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["rlx.project_commit"] = commit
+        tags["rlx.project_dirty"] = "true" if _git(["status", "--porcelain", "--untracked-files=no"], cwd) else "false"
+        branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], cwd)
+        if branch and branch != "HEAD":
+            tags["mlflow.source.git.branch"] = branch
+        remote = _git(["config", "--get", "remote.origin.url"], cwd)
+        if remote:
+            tags["mlflow.source.git.repoURL"] = remote
+    own = _git(["rev-parse", "HEAD"], Path(__file__).resolve().parent)
+    if own:
+        tags["rlx.git_commit"] = own
+    return tags
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else ""
 
 
 def _dir_size(path: Path) -> int:
@@ -128,12 +161,13 @@ def run_tags(cfg: Resolved, parts: Components, run_id: str, command: str, device
              processes: int = 1) -> dict[str, str]:
     names = cfg.names
     tags = {
-        "rlx.run_id": run_id, "rlx.version": _version(), "rlx.git_commit": _git_commit(),
+        "rlx.run_id": run_id, "rlx.version": _version(),
         "rlx.command": command or " ".join(sys.argv), "rlx.seed": str(cfg.run.seed),
         "rlx.objective": names["objective"], "rlx.env": names["env"], "rlx.policy": names["policy"],
         "rlx.kind": names["kind"], "rlx.rewards": names["reward"], "rlx.host": platform.node(), "rlx.device": device,
         "rlx.num_processes": str(processes),
-        "mlflow.source.name": "rlx",
+        "mlflow.source.name": "rlx", "mlflow.source.type": "LOCAL", "mlflow.user": _user(),
+        **source_tags(Path.cwd()),
     }
     tags.update({f"rlx.plugin.{spec.plugin}": spec.version for spec in parts.specs})
     tags["rlx.headline"] = ",".join(headline(parts.specs[0], parts.specs[3]))
@@ -229,7 +263,9 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
         # each metric is the mean over the minibatches that reported it
         metrics.update({k: _mean(v) for k, v in sums.items()})
     dt = time.perf_counter() - t0
-    metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen, "optim/lr": scheduler.get_last_lr()[0]})
+    metrics.update({"perf/step_s": dt, "perf/gen_s": t_gen})
+    if sums:  # an optimizer step was taken: objectives that train nothing log no optimizer metrics
+        metrics["optim/lr"] = scheduler.get_last_lr()[0]
     metrics.update(parts.kind.step_metrics(batch, dt))
     # ranks log the same keys; a skipped step has no loss metrics on any rank
     return batch, mean_over_ranks(metrics), (problem or "another process saw a non-finite value") if skipped else ""
@@ -347,7 +383,7 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         _warn(f"{signal_name(r.signals.received)} arrived while the run was ending; it FINISHED")
     return RunResult(r.run_id, r.tracker.run_id if r.tracker else "", r.status, r.last, r.policy_dir, r.produces,
                      headline(r.parts.specs[0], r.parts.specs[3]), r.stopped_by,
-                     r.step if r.stopped_by else 0, r.steps)
+                     r.step if r.stopped_by else 0, r.steps, r.tracker.experiment_id if r.tracker else "")
 
 
 def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
@@ -415,11 +451,15 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
 def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
     """The MLflow run and the catalog row (rank 0 only), new or reopened."""
     cfg, run_cfg, names = r.cfg, r.cfg.run, r.cfg.names
-    run_name = run_cfg.name or f"{names['objective']}-{names['reward'] or 'none'}-{names['env']}-s{run_cfg.seed}"
-    config_dict = cfg.to_dict()
-    tags = run_tags(cfg, r.parts, r.run_id, command, str(r.accelerator.device), r.accelerator.num_processes)
     if not r.main:  # only rank 0 talks to MLflow and the catalog
         return
+    from rlx.run_naming import Identity
+
+    identity = Identity(cfg, r.registry)
+    run_name = identity.name
+    config_dict = cfg.to_dict()
+    tags = {**run_tags(cfg, r.parts, r.run_id, command, str(r.accelerator.device), r.accelerator.num_processes),
+            **identity.tags()}
     from rlx.sweep_member import SweepMember
     from rlx.tracking import Tracker
 
@@ -434,11 +474,12 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
         if r.catalog is not None:
             with r.signals.holding():
                 r.catalog.mark_running(r.run_id)
-        r.tracker = Tracker.reopen(r.uri, resume.mlflow_run_id, r.run_id)
+        r.tracker = Tracker.reopen(r.uri, resume.mlflow_run_id, r.run_id, system_metrics=run_cfg.system_metrics)
     else:
         r.tracker = Tracker(r.uri, run_cfg.experiment, run_name, tags, flatten(config_dict),
-                            rlx_home.artifact_root(r.uri), rlx_run_id=r.run_id)
+                            rlx_home.artifact_root(r.uri), rlx_run_id=r.run_id, system_metrics=run_cfg.system_metrics)
         r.opened = True
+        _log_datasets(r)
         if r.catalog is not None:
             from rlx.registry.catalog import RunRecord
 
@@ -454,6 +495,17 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
                     sweep_id=r.member.sweep_id if r.member else "", cell=r.member.cell if r.member else ""))
         r.tracker.log_text(json.dumps(config_dict, indent=2), "config.json")
     r.registry.hook.rlx_run_start(run_id=r.run_id, config=config_dict)
+
+
+def _log_datasets(r: _Run) -> None:
+    """The environment's datasets as the run's inputs (MLflow's Datasets); a problem with
+    them is a warning, not a failed run."""
+    try:
+        infos = r.parts.env.datasets()
+        if infos:
+            r.tracker.log_inputs(infos)
+    except Exception as exc:
+        _warn(f"could not log the environment's datasets to MLflow: {_line(exc)}")
 
 
 def _train_steps(r: _Run) -> None:
@@ -645,7 +697,7 @@ def _finish(r: _Run, resume: Resume | None) -> list[str]:
             problems.append(f"the catalog could not record that run {r.run_id} {r.status}: {_line(exc)}")
     if tracker:
         try:
-            lost = tracker.close(r.status, r.error)
+            lost = tracker.close(r.status, r.error, step=r.step)
             if lost:
                 problems.append(lost)
         except Exception as exc:
@@ -677,11 +729,43 @@ def _save_outputs(r: _Run, save_to: Path | None) -> None:
         r.policy_dir = str(save_to)
         if tracker and _dir_size(save_to) < 50 * 2**20:  # big checkpoints stay on disk only
             tracker.log_artifacts(save_to, "policy")
+        if tracker and r.cfg.run.log_model:
+            _log_model(r, save_to)
     if tracker:
         with tempfile.TemporaryDirectory() as folder:
             objective.artifacts(Path(folder))
             if any(Path(folder).iterdir()):
                 tracker.log_artifacts(Path(folder), None)
+                tracker.mark_tables(sorted(f.name for f in Path(folder).glob("*_table.json")))
+
+
+def _log_model(r: _Run, saved: Path) -> None:
+    """The saved policy (or reward model) as an MLflow model of the run, in the flavour its
+    plugin chooses (``Policy.log_model``), registered under ``run.register_as`` if set. A
+    failure here is a warning: the run trained, and its files are saved either way."""
+    name = "policy" if r.produces == "policy" else r.produces
+    tracker, register_as = r.tracker, r.cfg.run.register_as
+    tags: dict[str, str] = {}
+    with tracker.fluent_store():
+        try:
+            target = tracker.new_model(name, r.step)
+            flavour = r.parts.policy.log_model(saved, target)
+        except Exception as exc:
+            _warn(f"could not log the {name} as an MLflow model: {_line(exc)} (its files are in {saved})")
+            return
+        if not flavour:
+            tracker.drop_model(target.model_id)
+            if register_as:
+                _warn(f"policy '{r.cfg.names['policy']}' does not log MLflow models (Policy.log_model), so nothing "
+                      f"was registered as '{register_as}'")
+            return
+        tags = {"rlx.model_id": target.model_id, "rlx.model_flavour": flavour}
+        if register_as:
+            try:
+                tags["rlx.registered_model"] = f"{register_as}/{tracker.register_model(target.model_id, register_as)}"
+            except Exception as exc:
+                _warn(f"could not register the {name} as '{register_as}': {_line(exc)}")
+    tracker.set_tags(tags)
 
 
 def _nonfinite_parameters(policy: Any) -> int:

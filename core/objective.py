@@ -96,7 +96,9 @@ class Objective(ABC):
     def artifacts(self, folder: "Path") -> None:
         """Write files (plots, tables) into ``folder`` at the end of a finished run; the
         loop logs whatever is there as MLflow artifacts (with tracking off they are not
-        kept: write what must survive into the run's folder yourself)."""
+        kept: write what must survive into the run's folder yourself). A file named
+        ``<name>_table.json`` in MLflow's table layout (``{"columns": [...], "data":
+        [[...], ...]}``) is shown as a table by MLflow's UI and ``mlflow.load_table``."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume exactly (schedules, counters): JSON-serialisable,

@@ -8,6 +8,7 @@ trainable ``model`` (an ``nn.Module``) that the loop hands to accelerate.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,20 @@ if TYPE_CHECKING:
 
 
 _WRAPPERS: tuple[type, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """Where ``Policy.log_model`` writes: an MLflow model (MLflow 3's LoggedModel) that the
+    loop created in the run's experiment, linked to the run. MLflow's tracking URI is set
+    to the run's store while ``log_model`` runs, so ``mlflow.<flavour>.log_model(...,
+    model_id=target.model_id)`` lands there."""
+
+    model_id: str  # load it back with mlflow.<flavour>.load_model(f"models:/{model_id}")
+    run_id: str  # the MLflow run
+    name: str  # "policy" or "reward_model": the model's name on the run page
+    tracking_uri: str
+    step: int = 0  # the run's last step: pass it as log_model(step=...), so the model shows the final metrics
 
 
 def unwrap(model: "torch.nn.Module") -> "torch.nn.Module":
@@ -72,6 +87,16 @@ class Policy(ABC):
     @abstractmethod
     def save(self, path: str | Path) -> None:
         """Write the policy so that its native library can load it back."""
+
+    def log_model(self, saved: Path, target: ModelTarget) -> str:
+        """Log the policy that ``save`` just wrote to ``saved`` as the MLflow model
+        ``target``, in the flavour of its native library (``mlflow.transformers`` for a
+        transformers LM, ``mlflow.pyfunc`` or ``mlflow.pytorch`` for a network), so that
+        ``mlflow.<flavour>.load_model(f"models:/{target.model_id}")`` loads it without
+        rlx's loop. Pass explicit ``pip_requirements``: MLflow's inference of them imports
+        the model in a subprocess (seconds). Returns the flavour's name. The default logs
+        nothing and returns "" (the run page then shows the files under ``policy/`` only)."""
+        return ""
 
 
 class LMPolicy(Policy):

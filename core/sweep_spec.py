@@ -375,14 +375,18 @@ def expand(spec: SweepSpec, registry: Any, new_id: Any) -> list[PlannedRun]:
         raise UsageError(f"the sweep has {total} runs ({len(spec.cells)} cells x {len(spec.seeds)} seeds), over "
                          f"the limit of {MAX_RUNS}; narrow the axes or split the sweep")
     plan: list[PlannedRun] = []
+    # every run in the experiment of the parent, so the UI nests them: the spec's, else the
+    # default one (rlx/<task>) of the first cell
+    experiment = spec.experiment
     for cell in spec.cells:
         try:
             raw = cell_config(spec.base, cell.values)
             raw.setdefault("run", {})
-            if spec.experiment:
-                raw["run"]["experiment"] = spec.experiment
+            if experiment:
+                raw["run"]["experiment"] = experiment
             raw["run"]["seed"] = spec.seeds[0]
             cfg = resolve(raw, registry)
+            experiment = cfg.run.experiment
         except UsageError as exc:
             where = f"cell '{cell.label}'" if cell.label != "base" else "the base config"
             raise type(exc)(f"sweep {where}: {exc}") from None

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +66,16 @@ def experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], artifact_root: Path | None = None, rlx_run_id: str = ""):
+                 params: dict[str, Any], artifact_root: Path | None = None, rlx_run_id: str = "",
+                 system_metrics: bool = False):
         from rlx.home import store_lock
 
         self.uri = uri
         self.rlx_run_id = rlx_run_id
+        self._options = {"system_metrics": system_metrics, "resumed": False}
         self._logged: dict[str, int] = {}
         self.enabled = enabled()
+        self.experiment_id = ""
         if not self.enabled:
             self.run_id = ""
             return
@@ -92,15 +97,20 @@ class Tracker:
     def _create(self, experiment: str, run_name: str, tags: dict[str, str], artifact_root: Path | None) -> None:
         _check_reachable(self.uri)
         self.client = _client(self.uri)
-        exp_id = experiment_id(self.client, experiment, artifact_root)
-        self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+        self.experiment_id = experiment_id(self.client, experiment, artifact_root)
+        from rlx.mlflow_views import ensure_views
+
+        ensure_views(self.client, self.experiment_id, [m for m in tags.get("rlx.headline", "").split(",") if m])
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
 
     @classmethod
-    def reopen(cls, uri: str, run_id: str, rlx_run_id: str = "") -> "Tracker":
+    def reopen(cls, uri: str, run_id: str, rlx_run_id: str = "", system_metrics: bool = False) -> "Tracker":
         """Continue an existing run: steps it already holds are not logged again, so a
         resumed run has every step exactly once."""
         self = cls.__new__(cls)
         self.uri, self.run_id, self.rlx_run_id, self._logged = uri, run_id, rlx_run_id, {}
+        self._options = {"system_metrics": system_metrics, "resumed": True}
+        self.experiment_id = ""
         self.enabled = enabled() and bool(run_id)
         if not self.enabled:  # tracking off now, or when the run started (no MLflow run to continue)
             self.run_id = ""
@@ -109,6 +119,7 @@ class Tracker:
             _check_reachable(uri)
             self.client = _client(uri)
             run = self.client.get_run(run_id)
+            self.experiment_id = run.info.experiment_id
             # metrics are stored in step order per key, so what is there is a prefix of steps
             self._logged = {k: max(m.step for m in self.client.get_metric_history(run_id, k))
                             for k in run.data.metrics}
@@ -116,6 +127,9 @@ class Tracker:
             self.client.set_tag(run_id, "rlx.status", "RUNNING")
             if "rlx.error" in run.data.tags:
                 self.client.delete_tag(run_id, "rlx.error")
+            from rlx.status import clear_note
+
+            clear_note(self.client, run)
         except RlxError:
             raise
         except Exception as exc:
@@ -130,7 +144,14 @@ class Tracker:
         # wait for it (see _HOLD_S); if it cannot start, is not ready in time, dies or
         # stalls, this process writes from its own thread, the writer's unanswered
         # batches included
-        self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id, self.rlx_run_id)
+        self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id, self.rlx_run_id,
+                                                                   self._options)
+        # with no writer process the sampler runs here (a thread waking every 10 s)
+        self._monitor = None
+        if self._writer is None and self._options["system_metrics"]:
+            from rlx.tracking_writer import start_system_metrics
+
+            self._monitor = start_system_metrics(self.uri, self.run_id, self._options["resumed"])
         self._hold_until = time.monotonic() + _HOLD_S
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
@@ -138,7 +159,8 @@ class Tracker:
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        # an unset setting is left out (the UI shows "-"), not logged as the string "None"
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
 
@@ -190,12 +212,18 @@ class Tracker:
         if error is not None:
             self._error = self._error or f"{type(error).__name__}: {_first_line(error)}"
 
-    def _take_over(self) -> None:
-        """The writer died or stalled: stop it and write what it took but never stored."""
+    def _take_over(self, ending: bool = False) -> None:
+        """The writer died or stalled (or, ``ending``, was closed): stop it and write what it
+        took but never stored."""
         writer, self._writer = self._writer, None
         if writer is None:
             return
         held = writer.take_back()
+        if self._options["system_metrics"] and self._monitor is None and not ending:
+            from rlx.tracking_writer import start_system_metrics
+
+            # the sampler died with the writer; its steps continue here
+            self._monitor = start_system_metrics(self.uri, self.run_id, resumed=True)
         if writer.errors:
             self._error = self._error or writer.errors[0]
         if held:
@@ -211,7 +239,7 @@ class Tracker:
         """Close the writer; whatever it did not answer for is then written here."""
         if self._writer is not None:
             self._writer.close()
-            self._take_over()
+            self._take_over(ending=True)
 
     def _wait(self, done: threading.Event | threading.Thread) -> bool:
         """Wait for the drain thread; a writer that stalls past ``RLX_WRITER_STALL_S`` is
@@ -255,6 +283,25 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """``rlx.DatasetInfo`` entries as the run's inputs: the run page's Datasets, the
+        runs table's Dataset column."""
+        if not self.enabled or not datasets:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = []
+        for d in datasets:
+            source = {"uri": d.source} if d.source_type != "procedural" else {"generator": d.source}
+            schema = {"mlflow_colspec": [{"name": c, "type": "string"} for c in d.columns]} if d.columns else {}
+            profile = {k: v for k, v in (("num_rows", d.rows), ("settings", d.settings)) if v is not None}
+            inputs.append(DatasetInput(
+                Dataset(name=d.name, digest=d.digest[:36], source_type=d.source_type, source=json.dumps(source),
+                        schema=json.dumps(schema) if schema else None,
+                        profile=json.dumps(profile, default=str) if profile else None),
+                tags=[InputTag("mlflow.data.context", d.context)]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         if not self.enabled:
             return
@@ -270,10 +317,17 @@ class Tracker:
         # the JSON layout MLflow's tables use (pandas' orient="split"), which its UI reads
         table = {"columns": columns, "data": [[r.get(c) for c in columns] for r in rows]}
         self.client.log_text(self.run_id, json.dumps(table), artifact_file)
+        self.mark_tables([artifact_file])
+
+    def mark_tables(self, artifact_files: list[str]) -> None:
+        """Have MLflow (its UI, ``mlflow.load_table``) read these logged JSON artifacts as
+        tables: they are found through the run's ``mlflow.loggedArtifacts`` tag only."""
+        if not self.enabled or not artifact_files:
+            return
         logged = json.loads(self.client.get_run(self.run_id).data.tags.get("mlflow.loggedArtifacts", "[]"))
-        entry = {"path": artifact_file, "type": "table"}
-        if entry not in logged:
-            self.client.set_tag(self.run_id, "mlflow.loggedArtifacts", json.dumps([*logged, entry]))
+        new = [e for e in ({"path": f, "type": "table"} for f in artifact_files) if e not in logged]
+        if new:
+            self.client.set_tag(self.run_id, "mlflow.loggedArtifacts", json.dumps([*logged, *new]))
 
     def log_curve(self, points: list[list[Any]], artifact_file: str) -> None:
         """The evaluation metric against the step, as a PNG in the run (one figure, not per step)."""
@@ -298,23 +352,75 @@ class Tracker:
         finally:
             plt.close(fig)
 
+    @contextmanager
+    def fluent_store(self) -> Iterator[None]:
+        """MLflow's fluent API (``mlflow.<flavour>.log_model``, ``mlflow.register_model``)
+        pointed at this run's store for the duration; as it was afterwards."""
+        import mlflow
+
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    def new_model(self, name: str, step: int = 0) -> Any:
+        """A new MLflow model (LoggedModel) of this run, in its experiment, for
+        ``Policy.log_model`` to fill (inside ``fluent_store``)."""
+        import mlflow
+
+        from rlx.policy import ModelTarget
+
+        model = mlflow.initialize_logged_model(name=name, source_run_id=self.run_id,
+                                               experiment_id=self.experiment_id)
+        return ModelTarget(model.model_id, self.run_id, name, self.uri, step)
+
+    def drop_model(self, model_id: str) -> None:
+        """Delete an MLflow model nothing was logged into."""
+        self.client.delete_logged_model(model_id)
+
+    def register_model(self, model_id: str, name: str) -> str:
+        """Register MLflow model ``model_id`` under ``name`` (a new version each call); the
+        version's number. The client's calls, not ``mlflow.register_model``, which prints
+        its own lines to the run's output."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = self.client.create_model_version(name, source=f"models:/{model_id}", run_id=self.run_id,
+                                                   model_id=model_id)
+        # the model's own record of its versions: the run page's "Logged models" reads it
+        listed = json.loads(self.client.get_logged_model(model_id).tags.get("mlflow.modelVersions", "[]"))
+        self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(
+            [*listed, {"name": version.name, "version": version.version}])})
+        return str(version.version)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
         if not self.enabled:
             return
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
-    def close(self, status: str, error: str = "") -> str | None:
+    def close(self, status: str, error: str = "", step: int | None = None) -> str | None:
         """Store every metric, then end the run with ``status`` (rlx's word: FINISHED,
-        FAILED, KILLED) and ``error`` as its reason. Returns what went wrong with the
-        metrics, if anything, rather than raising: the run's status is recorded either way."""
+        FAILED, KILLED), ``error`` as its reason and ``step`` as the last one it reached.
+        Returns what went wrong with the metrics, if anything, rather than raising: the
+        run's status is recorded either way."""
         if not self.enabled:
             return None
         self._queue.put(None)
         if not self._wait(self._thread):
             self._error = self._error or "the MLflow store did not take the last metrics in time"
+        if self._monitor is not None:
+            from rlx.tracking_writer import stop_system_metrics
+
+            stop_system_metrics(self._monitor)
         from rlx.status import end_in_mlflow
 
-        end_in_mlflow(self.client, self.run_id, status, error)
+        end_in_mlflow(self.client, self.run_id, status, error, step=step)
         return f"some metrics could not be stored in MLflow: {self._error}" if self._error else None
 
     def _end_quietly(self, status: str, error: str) -> None:
@@ -392,15 +498,17 @@ class _WriterProcess:
         self._reader.start()
 
     @classmethod
-    def start(cls, uri: str, run_id: str, rlx_run_id: str = "") -> "_WriterProcess | None":
+    def start(cls, uri: str, run_id: str, rlx_run_id: str = "",
+              options: dict[str, Any] | None = None) -> "_WriterProcess | None":
         if os.environ.get("RLX_TRACKING_WRITER", "process") != "process":
             return None
         global _spare
         spare, _spare = _spare, None
-        if spare is not None and spare.proc.poll() is None and spare.send({"open": [uri, run_id, rlx_run_id]}):
+        opened = [uri, run_id, rlx_run_id, options or {}]
+        if spare is not None and spare.proc.poll() is None and spare.send({"open": opened}):
             spare.used = False
             return spare
-        return cls._spawn([uri, run_id, rlx_run_id])
+        return cls._spawn([uri, run_id, rlx_run_id, json.dumps(options or {})])
 
     @classmethod
     def _spawn(cls, args: list[str]) -> "_WriterProcess | None":

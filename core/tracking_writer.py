@@ -13,10 +13,13 @@ and says {"ready": 1} once it can write. The training process keeps every batch 
 is answered, so a writer that dies or stalls loses nothing: the batches it held are
 written again by the training process (MLflow drops exact duplicates).
 
-Run as ``python -m rlx.tracking_writer URI RUN_ID [RLX_RUN_ID]``, or started early with
-the store's URI alone (``rlx.tracking.prewarm``): it then imports MLflow and opens the
-store (~2 s of CPU) while the training process is still starting up, not while it trains,
-and waits for ``{"open": [URI, RUN_ID, RLX_RUN_ID]}`` (end of input: it exits).
+Run as ``python -m rlx.tracking_writer URI RUN_ID [RLX_RUN_ID [OPTIONS]]``, or started
+early with the store's URI alone (``rlx.tracking.prewarm``): it then imports MLflow and
+opens the store (~2 s of CPU) while the training process is still starting up, not while
+it trains, and waits for ``{"open": [URI, RUN_ID, RLX_RUN_ID, OPTIONS]}`` (end of input:
+it exits). OPTIONS is a JSON object: ``system_metrics`` (bool) starts MLflow's system
+metrics sampler here, so its sampling and writing cost the training process nothing;
+``resumed`` (bool) continues the sampler's steps after those the run already has.
 
 It ignores SIGINT, SIGTERM and SIGHUP: a terminal's Ctrl-C and a scheduler's SIGTERM go
 to the whole process group, and the training process still needs its writer to store
@@ -52,6 +55,51 @@ def send_with_retry(client: Any, run_id: str, metrics: list[Any], max_batch: int
     return error
 
 
+def start_system_metrics(uri: str, run_id: str, resumed: bool) -> Any:
+    """MLflow's own system-metrics sampler on the run (CPU, memory, disk, network; GPUs when
+    nvidia-ml-py finds one), from a thread of this process; None if it cannot start."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=uri)
+        _measure_first_cpu_sample(monitor)
+        monitor.start()
+        return monitor
+    except Exception:  # no psutil, a store that refuses: the run's own metrics matter more
+        return None
+
+
+def _measure_first_cpu_sample(monitor: Any) -> None:
+    """psutil's CPU figure covers the time since the calling thread's previous call, so the
+    sampler's first one reads 0.0 (there was none); it is measured over half a second
+    instead, in the sampler's thread."""
+    import psutil
+    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+
+    for cpu in (m for m in monitor.monitors if isinstance(m, CPUMonitor)):
+        plain = cpu.collect_metrics
+
+        def first(cpu: Any = cpu, plain: Any = plain) -> None:
+            plain()
+            cpu._metrics["cpu_utilization_percentage"][-1] = psutil.cpu_percent(interval=0.5)
+            cpu.collect_metrics = plain  # later samples are MLflow's own
+
+        cpu.collect_metrics = first
+
+
+def stop_system_metrics(monitor: Any) -> None:
+    """Stop the sampler, then log the samples it took since its last write: a run shorter
+    than the sampling interval still gets one point."""
+    try:
+        monitor.finish()
+        pending = monitor.aggregate_metrics()
+        if pending:
+            monitor.publish_metrics(pending)
+            monitor.mlflow_logger.flush()
+    except Exception:
+        pass
+
+
 def _ignore_group_signals() -> None:
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)
@@ -85,10 +133,11 @@ def main(argv: list[str]) -> int:
 
     from rlx.tracking import _MAX_BATCH, _client
 
-    rlx_run_id = ""
+    rlx_run_id, options = "", {}
     if len(argv) >= 2:
         uri, run_id = argv[:2]
         rlx_run_id = argv[2] if len(argv) > 2 else ""
+        options = json.loads(argv[3]) if len(argv) > 3 else {}
         client = _client(uri)
     else:  # prewarmed: the run is named once the training process has created it
         client, early = None, argv[0] if argv else None
@@ -107,6 +156,7 @@ def main(argv: list[str]) -> int:
         opened = json.loads(line)["open"]
         uri, run_id = opened[0], opened[1]
         rlx_run_id = opened[2] if len(opened) > 2 else ""
+        options = opened[3] if len(opened) > 3 else {}
         if client is None or uri != early:
             client = _client(uri)
     try:  # the run's first batch then finds the store open
@@ -127,6 +177,7 @@ def main(argv: list[str]) -> int:
             deaf = True
 
     say({"ready": 1})
+    monitor = start_system_metrics(uri, run_id, bool(options.get("resumed"))) if options.get("system_metrics") else None
     closed = False
     for line in sys.stdin:
         msg = json.loads(line)
@@ -141,6 +192,8 @@ def main(argv: list[str]) -> int:
         if "close" in msg:
             closed = True
             break
+    if monitor is not None:
+        stop_system_metrics(monitor)  # its last samples, before the run is ended
     if closed:
         say({"closed": None})
     elif os.getppid() != parent:

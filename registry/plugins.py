@@ -47,7 +47,7 @@ REGISTRATION_FIELDS: dict[str, dict[str, Any]] = {
     "objective": {"accepts": ("text",), "data": "rollouts", "produces": "policy", "headline": (),
                   "defaults": {}, "kind_defaults": {}, "default": False, "requires": ()},
     "reward": {"granularity": "outcome", "kinds": (), "requires": ()},
-    "environment": {"kind": "text", "default_reward": None, "requires": ()},
+    "environment": {"kind": "text", "default_reward": None, "task_field": None, "requires": ()},
     "policy": {"interface": "lm", "requires": ()},
     "kind": {"interface": "lm", "data": ("rollouts",), "default_policy": None, "default_env": None,
              "default_objective": None, "headline": (), "requires": ()},

@@ -73,8 +73,8 @@ def test_run_in_an_odd_home(tmp_path):
     artifacts = Path(client.get_experiment(run.info.experiment_id).artifact_location.replace("file://", ""))
     from urllib.parse import unquote
 
-    assert Path(unquote(str(artifacts))) == odd / "mlartifacts" / "rlx"
-    assert any((odd / "mlartifacts" / "rlx").rglob("*"))
+    assert Path(unquote(str(artifacts))) == odd / "mlartifacts" / "rlx" / "arithmetic"  # experiment rlx/arithmetic
+    assert any((odd / "mlartifacts" / "rlx" / "arithmetic").rglob("*"))
     # nothing landed where the path decodes to ("%41" read as "A", cut at "?")
     assert not (tmp_path / "aAb").exists()
     # MLflow itself makes the folder of the escaped path (mlflow.store.db.utils

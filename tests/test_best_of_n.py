@@ -1,11 +1,15 @@
 """``best-of-n``: the order-statistics estimator against enumeration of every n-subset,
-the KL bound by hand, and a real run's metrics and artifacts."""
+the KL bound by hand, the logged metrics (running means that agree with the artifacts,
+names that sort numerically, the same after a resume), and a real run's metrics and
+artifacts."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,22 +137,143 @@ def test_without_a_judge_there_is_no_accuracy():
     assert obj.curve()[0]["accuracy"] is None
 
 
+def _objective(n: int = 16):
+    from rlx.plugins.best_of_n.config import BestOfNConfig
+    from rlx.plugins.best_of_n.objective import BestOfN
+
+    return BestOfN(BestOfNConfig(n=n, examples=1), env=_Env())
+
+
+def _batches(n: int, count: int) -> list[Batch]:
+    """``count`` steps of 2 prompts x ``n`` samples, rewards and answers drawn anew each
+    step; the rewards rise by 1 a step, so a step's value and the running mean differ."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for step in range(count):
+        rewards = (torch.randint(0, 5, (2, n), generator=g) + step).float().tolist()
+        right = (torch.rand(2, n, generator=g) < 0.3).tolist()
+        out.append(_batch(rewards, [["yes" if r else "no" for r in row] for row in right]))
+    return out
+
+
+def test_metric_names_are_zero_padded_to_sort_numerically():
+    m = _objective(16).prepare(_batches(16, 1)[0], None, None)
+    for prefix in ("bon/reward_at_", "bon/accuracy_at_", "bon/pass_at_", "bon/kl_bound_at_", "bon_step/reward_at_",
+                   "bon_step/accuracy_at_", "bon_step/pass_at_"):
+        names = sorted(k for k in m if k.startswith(prefix))  # MLflow's order: as strings
+        assert names == [f"{prefix}{n:02d}" for n in (1, 2, 4, 8, 16)], prefix
+    assert not any(k.startswith("bon_step/kl_bound") for k in m)  # a constant: one copy is enough
+    # the width is the number of digits of N
+    assert [_objective(9).metric_name(f"reward@{n}") for n in (1, 8, 9)] == ["reward_at_1", "reward_at_8", "reward_at_9"]
+    assert [_objective(100).metric_name(f"pass@{n}") for n in (1, 64, 100)] == ["pass_at_001", "pass_at_064",
+                                                                                 "pass_at_100"]
+    assert _objective(12).metric_name("reward_mean") == "reward_mean"
+
+
+def test_logged_values_are_running_means_that_match_the_artifacts(tmp_path):
+    obj = _objective(16)
+    logged = [obj.prepare(b, None, None) for b in _batches(16, 3)]
+    for k, m in enumerate(logged, 1):
+        raw = [key for key in m if key.startswith("bon_step/")]
+        assert len(raw) == 16  # reward, accuracy and pass at 5 sizes, and reward_mean
+        for key in raw:
+            head = "bon/" + key.removeprefix("bon_step/")
+            assert m[head] == pytest.approx(sum(step[key] for step in logged[:k]) / k, abs=1e-12), (k, key)
+    last = logged[-1]
+    # the batches differ, so a last-step value logged under bon/ would fail the checks below
+    assert abs(last["bon/accuracy_at_16"] - last["bon_step/accuracy_at_16"]) > 0.05
+    assert abs(last["bon/reward_at_16"] - last["bon_step/reward_at_16"]) > 0.5
+    assert last["bon/reward_mean"] == last["bon/reward_at_01"]
+
+    obj.artifacts(tmp_path)
+    report = json.loads((tmp_path / "best_of_n.json").read_text())
+    assert report["steps"] == 3
+    for row in report["curve"]:
+        n = row["n"]
+        assert row["reward"] == pytest.approx(last[f"bon/reward_at_{n:02d}"], abs=1e-12)
+        assert row["accuracy"] == pytest.approx(last[f"bon/accuracy_at_{n:02d}"], abs=1e-12)
+        assert row["pass"] == pytest.approx(last[f"bon/pass_at_{n:02d}"], abs=1e-12)
+        assert row["kl_bound"] == pytest.approx(last[f"bon/kl_bound_at_{n:02d}"])
+
+    text = (tmp_path / "best_of_n_table.json").read_text()
+    columns = ["n", "kl_bound", "reward", "accuracy", "pass"]
+    assert json.loads(text) == {"columns": columns, "data": [[row[c] for c in columns] for row in report["curve"]]}
+    import pandas as pd
+
+    frame = pd.read_json(io.StringIO(text), orient="split")  # as mlflow.load_table reads a .json table
+    assert list(frame.columns) == columns and frame["n"].tolist() == [1, 2, 4, 8, 16]
+    assert frame["accuracy"].tolist() == pytest.approx([last[f"bon/accuracy_at_{n:02d}"] for n in (1, 2, 4, 8, 16)])
+
+
+def test_a_resumed_run_logs_what_an_uninterrupted_one_does():
+    batches = _batches(16, 3)
+    straight = _objective(16)
+    want = [straight.prepare(b, None, None) for b in batches]
+    first = _objective(16)
+    first.prepare(batches[0], None, None)
+    resumed = _objective(16)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))  # checkpoints hold the state as JSON
+    assert [resumed.prepare(b, None, None) for b in batches[1:]] == want[1:]  # exactly, not approximately
+    assert resumed.curve() == straight.curve() and resumed.state_dict() == straight.state_dict()
+
+
+def test_a_checkpoint_from_before_the_padded_names_still_resumes():
+    batches = _batches(16, 2)
+    straight = _objective(16)
+    for b in batches:
+        straight.prepare(b, None, None)
+    old = _objective(16)
+    old.prepare(batches[0], None, None)
+    state = old.state_dict()
+    # the earlier layout: sums keyed by the unpadded metric names ("bon/reward_at_1", "bon/reward_mean")
+    state["sums"] = {"bon/" + k.replace("@", "_at_"): v for k, v in state["sums"].items()}
+    assert "bon/accuracy_at_16" in state["sums"] and "bon/reward_mean" in state["sums"]
+    resumed = _objective(16)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    resumed.prepare(batches[1], None, None)
+    assert resumed.curve() == straight.curve()
+
+
 @pytest.mark.slow
 def test_real_run_logs_curve_and_artifacts(tmp_path):
     from _cli import latest_run, metric_history, rlx
 
-    proc = rlx("run", "--objective", "best-of-n", "--reward", "prm", "--steps", "1", "--set", "run.batch_size=4",
-               "--set", "objective.n=4", "--set", "env.eval_size=16", "--set", "run.threads=1", "--no-progress",
+    proc = rlx("run", "--objective", "best-of-n", "--reward", "prm", "--steps", "2", "--set", "run.batch_size=2",
+               "--set", "objective.n=16", "--set", "env.eval_size=16", "--set", "run.threads=1", "--no-progress",
                home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run, client = latest_run(tmp_path)
     mlflow_id = run["mlflow_run_id"]
-    assert client.get_run(mlflow_id).info.status == "FINISHED" and run["status"] == "FINISHED"
-    rewards = [metric_history(client, mlflow_id, f"bon/reward_at_{n}")[0].value for n in (1, 2, 4)]
+    mlflow_run = client.get_run(mlflow_id)
+    assert mlflow_run.info.status == "FINISHED" and run["status"] == "FINISHED"
+    ns = (1, 2, 4, 8, 16)
+    shown = mlflow_run.data.metrics  # the last value of each metric: what MLflow's runs table shows
+    assert sorted(k for k in shown if k.startswith("bon/reward_at_")) == [f"bon/reward_at_{n:02d}" for n in ns]
+    rewards = [shown[f"bon/reward_at_{n:02d}"] for n in ns]
     assert all(a <= b + 1e-9 for a, b in zip(rewards, rewards[1:]))
-    for key in ("bon/accuracy_at_4", "bon/kl_bound_at_4", "bon/reward_mean", "reward/mean"):
-        assert len(metric_history(client, mlflow_id, key)) == 1, key
+    for key in ("bon/accuracy_at_16", "bon/kl_bound_at_16", "bon/reward_mean", "bon_step/reward_at_16", "reward/mean"):
+        assert len(metric_history(client, mlflow_id, key)) == 2, key
+    raw = [m.value for m in metric_history(client, mlflow_id, "bon_step/accuracy_at_04")]
+    assert [m.value for m in metric_history(client, mlflow_id, "bon/accuracy_at_04")] == \
+        pytest.approx([raw[0], (raw[0] + raw[1]) / 2], abs=1e-12)
     assert not metric_history(client, mlflow_id, "eval/accuracy")  # nothing trained: nothing to evaluate
     artifacts = {a.path for a in client.list_artifacts(mlflow_id)}
-    assert {"best_of_n.png", "best_of_n.json"} <= artifacts and "policy" not in artifacts
+    assert {"best_of_n.png", "best_of_n.json", "best_of_n_table.json"} <= artifacts and "policy" not in artifacts
     assert not (tmp_path / "runs" / run["id"] / "policy").exists() and not run.get("policy_dir")
+
+    def artifact(name: str) -> dict:
+        folder = tmp_path / "downloaded"
+        folder.mkdir(exist_ok=True)
+        return json.loads(Path(client.download_artifacts(mlflow_id, name, str(folder))).read_text())
+
+    curve = artifact("best_of_n.json")["curve"]
+    for row in curve:  # the runs table agrees with the artifacts
+        for field in ("reward", "accuracy", "pass"):
+            assert shown[f"bon/{field}_at_{row['n']:02d}"] == pytest.approx(row[field], abs=1e-9), (field, row["n"])
+    table = artifact("best_of_n_table.json")
+    assert table["columns"] == ["n", "kl_bound", "reward", "accuracy", "pass"]
+    assert table["data"] == [[row[c] for c in table["columns"]] for row in curve]
+    # the loop marks it as a table, so MLflow reads it as one; and nothing trained: no optimizer metrics
+    logged = json.loads(mlflow_run.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "best_of_n_table.json", "type": "table"} in logged
+    assert not any(k.startswith("optim/") for k in shown), sorted(shown)

@@ -107,8 +107,10 @@ def test_deeply_nested_toml_is_invalid_toml(tmp_path):
 @pytest.mark.parametrize("name,words", [
     ("", "needs a name"),
     ("   ", "needs a name"),
-    ("../../x", "'/' is not allowed"),
-    ("/abs/dir", "'/' is not allowed"),
+    ("../../x", "'.' and '..' are not experiment names"),
+    ("/abs/dir", "not a path: '/' may only separate folder names"),
+    ("a//b", "no leading, trailing or double '/'"),
+    ("a/", "no leading, trailing or double '/'"),
     ("a\\b", r"'\\\\' is not allowed"),
     ("a\x00b", r"'\\x00' is not allowed"),
     ("a\nb", r"'\\n' is not allowed"),
@@ -126,8 +128,12 @@ def test_experiment_is_a_name_not_a_path(name, words):
 
 
 def test_good_experiment_names():
-    for name in ("rlx", "lr sweep 1e-4", "v1.2", "..x", "x" * 200, "é" * 100):
+    for name in ("rlx", "lr sweep 1e-4", "v1.2", "..x", "x" * 200, "é" * 100, "rlx/arithmetic", "team/a/b"):
         assert _resolve({"experiment": name}).run.experiment == name
+
+
+def test_default_experiment_is_per_task():
+    assert _resolve({}).run.experiment == "rlx/arithmetic"
 
 
 def test_run_name_is_bounded_to_mlflow_limit():

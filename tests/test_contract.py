@@ -58,7 +58,7 @@ def test_registration_fields_are_checked(tmp_path, monkeypatch):
     ''')
     info = reg.plugins["typo_plugin"]
     assert info.status == "error"
-    assert "environment 'typo-env': unknown registration field 'kidn'; allowed: kind, default_reward, requires" \
+    assert "environment 'typo-env': unknown registration field 'kidn'; allowed: kind, default_reward, task_field, requires" \
         in info.error
     assert reg.get("objective", "grpo").meta["accepts"] == ("text",)  # the others are unaffected
 

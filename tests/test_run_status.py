@@ -38,14 +38,18 @@ FAULTY = textwrap.dedent('''
 ''')
 
 
-def _mlflow_status(home, experiment):
+def _mlflow_run(home, experiment):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{home}/mlflow.db")
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
-    return runs[0].info.status
+    return runs[0]
+
+
+def _mlflow_status(home, experiment):
+    return _mlflow_run(home, experiment).info.status
 
 
 def test_exception_ends_failed(tmp_path):
@@ -59,6 +63,10 @@ def test_exception_ends_failed(tmp_path):
     assert _mlflow_status(tmp_path, "fail") == "FAILED"
     runs = json.loads(rlx("runs", "list", "--json", home=tmp_path, paths=[site]).stdout)
     assert runs[0]["status"] == "FAILED" and "scorer crashed" in runs[0]["error"]
+    # the run's description in the MLflow UI says why, where it stopped and that nothing can be resumed
+    note = _mlflow_run(tmp_path, "fail").data.tags["mlflow.note.content"].splitlines()
+    assert note[1].startswith("**FAILED**: ") and "scorer crashed on purpose" in note[1], note
+    assert "- last step logged: 1" in note and any("no checkpoint" in ln for ln in note), note
 
 
 def test_ctrl_c_ends_killed(tmp_path):
@@ -88,6 +96,12 @@ def test_ctrl_c_ends_killed(tmp_path):
     # Ctrl-C finished the step in flight and checkpointed it: the run can continue
     assert Path(runs[0]["checkpoint"], "loop_state.json").is_file()
     assert "rlx runs resume" in runs[0]["error"]
+    # and the MLflow UI's description of the run says so: reason, step, checkpoint, command
+    step = int(Path(runs[0]["checkpoint"]).name.split("_")[-1])
+    note = _mlflow_run(tmp_path, "kill").data.tags["mlflow.note.content"]
+    assert note.splitlines()[1].startswith("**KILLED**: interrupted by SIGINT"), note
+    assert f"- last step logged: {step}" in note and f"checkpoint: step {step}, `{runs[0]['checkpoint']}`" in note
+    assert f"- resume: `rlx runs resume {runs[0]['id']}`" in note
 
 
 NONFINITE = textwrap.dedent('''

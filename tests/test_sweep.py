@@ -134,7 +134,7 @@ def _training_processes(home: Path) -> list[psutil.Process]:
 def _final(home: Path, run_id: str) -> dict[str, float]:
     """A run's final metrics as its catalog row holds them (perf/ timings aside)."""
     row = json.loads(rlx("runs", "show", run_id, "--json", home=home).stdout)
-    return {k: v for k, v in row["metrics"].items() if not k.startswith("perf/")}
+    return {k: v for k, v in row["metrics"].items() if not k.startswith(("perf/", "system/"))}
 
 
 def test_ctrl_c_stops_runs_with_checkpoints_and_resume_finishes_them(tmp_path):

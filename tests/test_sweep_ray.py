@@ -39,7 +39,7 @@ def _per_run(home: Path, sweep: dict) -> dict[int, dict[str, float]]:
     out = {}
     for r in sweep["runs"]:
         row = json.loads(rlx("runs", "show", r["run_id"], "--json", home=home).stdout)
-        out[r["seed"]] = {k: v for k, v in row["metrics"].items() if not k.startswith("perf/")}
+        out[r["seed"]] = {k: v for k, v in row["metrics"].items() if not k.startswith(("perf/", "system/"))}
     return out
 
 

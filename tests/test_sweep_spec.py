@@ -115,6 +115,17 @@ def test_flags_make_one_name_part_of_the_base_and_several_an_axis():
     assert {p.config["policy"]["name"] for p in plan} == {"mlp"}  # the control kind's default policy
 
 
+def test_cells_on_several_tasks_share_the_first_cells_experiment():
+    from rlx.config import compose
+
+    spec = from_flags(None, compose(None, {"env": "gym"}, []), {"objective": None, "env": None, "reward": None,
+                                                                "policy": None}, ["env.id=Acrobot-v1,CartPole-v1"],
+                      "1", None)
+    plan = expand(spec, get_registry(), _ids())
+    assert {p.config["env"]["id"] for p in plan} == {"Acrobot-v1", "CartPole-v1"}
+    assert {p.config["run"]["experiment"] for p in plan} == {"rlx/Acrobot-v1"}  # the parent's: the UI nests them
+
+
 @pytest.mark.parametrize("spec", sorted((Path(__file__).resolve().parent.parent / "examples" / "sweeps").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_every_recipe_validates(spec):

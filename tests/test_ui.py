@@ -170,16 +170,19 @@ def ui(tmp_path: Path) -> Iterator[Callable[..., Ui]]:
 def test_ui_serves_the_store_and_keeps_mlflow_logs_out_of_the_terminal(ui, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    # the store as `rlx run` leaves it: an "rlx" experiment, whose runs table the URL opens
-    exp_id = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").create_experiment(
-        "rlx", artifact_location=str(tmp_path / "mlartifacts" / "rlx"))
+    # the store as `rlx run` leaves it: the URL opens the runs table of the newest run's experiment
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    older, exp_id = (client.create_experiment(name, artifact_location=str(tmp_path / "mlartifacts" / name))
+                     for name in ("rlx/CartPole-v1", "rlx/arithmetic"))
+    client.create_run(older, start_time=1000)
+    client.create_run(exp_id, start_time=2000)
     u = ui()
     assert "experiments" in u.wait_until_serving()
     lines = u.wait_for_line("MLflow UI at")  # rlx ui's own check that it answers comes a moment later
     log = tmp_path / "logs" / f"ui-{u.port}.log"
     assert lines[0].endswith(f"server log: {log}"), lines
     assert lines[1].startswith(f"MLflow UI at http://127.0.0.1:{u.port}/#/experiments/{exp_id}/runs"
-                               "?workflowType=machine_learning "), lines
+                               "?viewStateShareKey=rlx&workflowType=machine_learning "), lines
     assert "Uvicorn running" in log.read_text()  # MLflow's INFO lines went there...
     assert " INFO" not in u.output() and "GET /" not in u.output(), u.output()  # ...and not to the terminal
     u.snapshot_tree(settle_s=0)
@@ -239,7 +242,7 @@ def test_ui_url_falls_back_to_the_root(tmp_path):
     root = "http://127.0.0.1:5000/"
     assert _runs_url(f"sqlite:///{db}", "127.0.0.1", 5000) == root  # deleted
     assert _runs_url(f"sqlite:///{db}", "0.0.0.0", 5000, experiment="Default") == \
-        "http://127.0.0.1:5000/#/experiments/0/runs?workflowType=machine_learning"  # a wildcard is no address
+        "http://127.0.0.1:5000/#/experiments/0/runs?viewStateShareKey=rlx&workflowType=machine_learning"  # a wildcard is no address
     assert _runs_url(f"sqlite:///{tmp_path}/missing.db", "127.0.0.1", 5000) == root
     assert not (tmp_path / "missing.db").exists()  # looking did not create it
     assert _runs_url("postgresql://db/mlflow", "127.0.0.1", 5000) == root

@@ -16,6 +16,8 @@ class ArithmeticConfig(BaseModel):
     max_factor: int = Field(9, ge=1, description="Largest operand of * (wins over max_operand for a number next to a *).")
     ops: str = Field("+-", description="Operators to draw from, characters of '+-*'; repeat one to weight it.")
     eval_size: int = Field(256, ge=1, description="Number of distinct held-out problems.")
+    eval_seed: int = Field(0, description="Seed of the held-out split; fixed by default so that every seed of one "
+                                          "configuration is evaluated on the same problems.")
     allow_negative: bool = Field(False, description="Allow negative intermediate results; if false no step goes below 0.")
 
     @field_validator("ops")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from rlx.environment import StepVerdict, Task, TextEnvironment, rng_state, set_rng_state
+from rlx.environment import DatasetInfo, StepVerdict, Task, TextEnvironment, digest_of, rng_state, set_rng_state
 from rlx.errors import ConfigError
 from rlx.plugins.arithmetic import problems
 from rlx.plugins.arithmetic.config import ArithmeticConfig
@@ -14,6 +14,8 @@ from rlx.plugins.arithmetic.config import ArithmeticConfig
 # held-out problems, or training problems outside the held-out set, would never end.
 _EVAL_TRIES_PER_TASK = 100
 _MAX_HELD_OUT_HITS = 10_000
+_SOURCE = "rlx arithmetic generator"
+_COLUMNS = ("prompt", "answer", "steps", "solution", "expr")
 
 
 class ArithmeticEnv(TextEnvironment):
@@ -33,9 +35,11 @@ class ArithmeticEnv(TextEnvironment):
 
     def _split(self) -> list[Task]:
         if self._eval is None:
-            # eval_size is left out of the seed so a smaller split is a prefix of a larger one.
-            key = self.config.model_dump_json(exclude={"eval_size"})
-            rng = random.Random(f"arithmetic-eval:{self.seed}:{key}")
+            # eval_size is left out of the seed so a smaller split is a prefix of a larger one;
+            # eval_seed takes the place the run seed had in the string (and is left out of the
+            # key), so eval_seed=0 draws the problems every run drew before it existed.
+            key = self.config.model_dump_json(exclude={"eval_size", "eval_seed"})
+            rng = random.Random(f"arithmetic-eval:{self.config.eval_seed}:{key}")
             size, tasks, seen = self.config.eval_size, [], set()
             for _ in range(_EVAL_TRIES_PER_TASK * size + 1000):
                 task = problems.make_task(*problems.generate(rng, self.config))
@@ -50,6 +54,23 @@ class ArithmeticEnv(TextEnvironment):
                                  f"(max_ops, max_operand, max_factor, ops)")
             self._eval, self._held_out = tasks, seen
         return self._eval
+
+    def datasets(self) -> list[DatasetInfo]:
+        """The training stream, identified by its settings and the run seed (the problems
+        are drawn, not stored), and the held-out split, identified by its problems so that
+        runs evaluated on the same problems share its digest whatever their seeds."""
+        # Every field counts for training, eval_size and eval_seed too: training skips the
+        # held-out problems, so they change which problems it sees.
+        settings = self.config.model_dump()
+        split = self._split()
+        return [
+            DatasetInfo(name="arithmetic-train", context="training", digest=digest_of(settings, self.seed),
+                        source=_SOURCE, source_type="procedural", columns=_COLUMNS, settings=settings),
+            DatasetInfo(name="arithmetic-eval", context="evaluation",
+                        digest=digest_of([[t["prompt"], t["answer"]] for t in split]),
+                        source=_SOURCE, source_type="procedural", rows=len(split), columns=_COLUMNS,
+                        settings=settings),
+        ]
 
     def sample(self, n: int) -> list[Task]:
         self._split()

@@ -9,6 +9,7 @@ environment can judge answers) of keeping the best of n, beside the analytic KL 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +24,17 @@ from rlx.plugins.best_of_n import estimator, report
 from rlx.plugins.best_of_n.config import BestOfNConfig
 
 
+def _sum_key(key: str) -> str:
+    """A checkpoint's key for a running sum, as this version names it."""
+    # checkpoints written before the sums had keys of their own used the logged names
+    # ("bon/reward_at_4", "bon/reward_mean"); read them so such runs still resume whole
+    match = re.fullmatch(r"bon/(\w+?)(?:_at_(\d+))?", key)
+    if match is None:
+        return key
+    what, n = match.groups()
+    return f"{what}@{int(n)}" if n else what
+
+
 class BestOfN(Objective):
 
     def __init__(self, config: BestOfNConfig, *, env: Any = None, **kwargs: Any):
@@ -31,7 +43,10 @@ class BestOfN(Objective):
         # process reward is judged on final answers the reward never sees
         self.judge = env.is_correct if isinstance(env, TextEnvironment) and env.checks_answers else None
         self.sizes = estimator.sizes(config.n)
-        self.sums: dict[str, float] = {}  # per-step averages summed over steps: the run's curve
+        self.width = len(str(config.n))
+        # per-step averages summed over steps (the run's curve), keyed "reward@4": apart
+        # from the logged names, so renaming a metric never orphans a checkpoint's sums
+        self.sums: dict[str, float] = {}
         self.steps = 0
         self.examples: list[dict[str, Any]] = []
 
@@ -52,21 +67,31 @@ class BestOfN(Objective):
         if self.judge is not None:
             correct = torch.tensor([bool(self.judge(t, c)) for t, c in zip(tasks, completions)]).view(-1, n_max)
         reward_at, accuracy_at = estimator.best_of_n(rewards, self.sizes, correct)
-        metrics = {f"bon/reward_at_{n}": float(v) for n, v in zip(self.sizes, reward_at.mean(0))}
+        step = {f"reward@{n}": float(v) for n, v in zip(self.sizes, reward_at.mean(0))}
         if correct is not None:
-            metrics.update({f"bon/accuracy_at_{n}": float(v) for n, v in zip(self.sizes, accuracy_at.mean(0))})
+            step.update({f"accuracy@{n}": float(v) for n, v in zip(self.sizes, accuracy_at.mean(0))})
             pass_at = estimator.pass_at(correct, self.sizes).mean(0)
-            metrics.update({f"bon/pass_at_{n}": float(v) for n, v in zip(self.sizes, pass_at)})
-        metrics["bon/reward_mean"] = float(rewards.mean())
+            step.update({f"pass@{n}": float(v) for n, v in zip(self.sizes, pass_at)})
+        step["reward_mean"] = float(rewards.mean())
         # every rank holds as many prompts, so the mean of rank means is the batch mean;
         # summing that keeps the final curve over all ranks' prompts, not rank 0's alone
-        metrics = mean_over_ranks(metrics)
-        for k, v in metrics.items():
+        step = mean_over_ranks(step)
+        for k, v in step.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.steps += 1
         self.examples = self._examples(batch, rewards, correct)
-        metrics.update({f"bon/kl_bound_at_{n}": estimator.kl_bound(n) for n in self.sizes})
+        # MLflow's runs table shows a metric's last value: logging the running mean under
+        # bon/ makes that value the same all-steps average as best_of_n.json and the plot
+        metrics = {f"bon/{self.metric_name(k)}": self.sums[k] / self.steps for k in step}
+        metrics.update({f"bon_step/{self.metric_name(k)}": v for k, v in step.items()})
+        metrics.update({f"bon/{self.metric_name(f'kl_bound@{n}')}": estimator.kl_bound(n) for n in self.sizes})
         return metrics
+
+    def metric_name(self, key: str) -> str:
+        """``reward@4`` -> ``reward_at_04`` for N = 16: MLflow names cannot hold ``@`` and
+        sort as strings, so n is zero-padded to the digits of N to sort numerically."""
+        what, at, n = key.partition("@")
+        return f"{what}_at_{int(n):0{self.width}d}" if at else key
 
     def _examples(self, batch: Batch, rewards: torch.Tensor, correct: torch.Tensor | None) -> list[dict[str, Any]]:
         """The first prompts' kept completion: the last in the stable ascending order."""
@@ -91,8 +116,8 @@ class BestOfN(Objective):
         def mean(key: str) -> float | None:
             return self.sums[key] / self.steps if key in self.sums else None
 
-        return [{"n": n, "kl_bound": estimator.kl_bound(n), "reward": mean(f"bon/reward_at_{n}"),
-                 "accuracy": mean(f"bon/accuracy_at_{n}"), "pass": mean(f"bon/pass_at_{n}")} for n in self.sizes]
+        return [{"n": n, "kl_bound": estimator.kl_bound(n), "reward": mean(f"reward@{n}"),
+                 "accuracy": mean(f"accuracy@{n}"), "pass": mean(f"pass@{n}")} for n in self.sizes]
 
     def artifacts(self, folder: Path) -> None:
         if self.steps:
@@ -102,6 +127,6 @@ class BestOfN(Objective):
         return {"sums": dict(self.sums), "steps": self.steps, "examples": list(self.examples)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sums = dict(state.get("sums", {}))
+        self.sums = {_sum_key(k): float(v) for k, v in state.get("sums", {}).items()}
         self.steps = int(state.get("steps", 0))
         self.examples = list(state.get("examples", []))

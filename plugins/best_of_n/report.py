@@ -1,4 +1,5 @@
-"""The run's best-of-n curve as files: ``best_of_n.json`` and ``best_of_n.png``."""
+"""The run's best-of-n curve as files: ``best_of_n.json``, ``best_of_n_table.json`` and
+``best_of_n.png``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,25 @@ from typing import Any
 
 def write(folder: Path, curve: list[dict[str, Any]], examples: list[dict[str, Any]], *, n_max: int,
           steps: int) -> None:
-    """The table (one row per n) and the last step's examples as JSON, and the plot."""
+    """The table (one row per n) and the last step's examples as JSON, the curve alone as
+    an MLflow table, and the plot."""
     table = {"n_max": n_max, "steps": steps, "curve": curve, "examples": examples}
     (folder / "best_of_n.json").write_text(json.dumps(table, indent=2))
+    (folder / TABLE).write_text(json.dumps(mlflow_table(curve)))
     plot(curve, folder / "best_of_n.png")
+
+
+TABLE = "best_of_n_table.json"
+COLUMNS = ("n", "kl_bound", "reward", "accuracy", "pass")
+
+
+def mlflow_table(curve: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The curve in the layout ``mlflow.log_table`` writes and ``mlflow.load_table`` reads
+    (pandas ``orient="split"`` without an index): ``{"columns": [...], "data": [[...], ...]}``."""
+    # written as a file because Objective.artifacts() only gets a folder; MLflow lists a
+    # table as one (load_table, the UI's table views) only once the run's tag
+    # mlflow.loggedArtifacts names it, which the loop, not the objective, can set
+    return {"columns": list(COLUMNS), "data": [[row[c] for c in COLUMNS] for row in curve]}
 
 
 def plot(curve: list[dict[str, Any]], path: Path) -> None:

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlx.environment import ControlEnvironment
+from rlx.environment import ControlEnvironment, DatasetInfo, digest_of
 from rlx.errors import UsageError
 
 from .vector import SyncVector
+
+_EVAL_SEED_OFFSET = 10_000  # evaluation copies reset with seed + this: episodes training never starts from
 
 
 def _make_vector(env_id: str, n: int, mode: str, seed: int) -> Any:
@@ -128,6 +130,23 @@ class GymEnv(ControlEnvironment):
             if k in state and getattr(self, k) is not None:
                 getattr(self, k).load_state_dict(state[k])
 
+    def datasets(self) -> list[DatasetInfo]:
+        """The simulator as the run's data: training episodes, identified by the env id,
+        the settings that shape what the objective sees and the run seed (the episodes'
+        start states follow it), and the evaluation episodes, by the id and their seed."""
+        c = self.config
+        settings = c.model_dump(exclude={"eval_episodes"})
+        source = f"gymnasium:{c.id}"
+        eval_seed = self.seed + _EVAL_SEED_OFFSET
+        return [
+            DatasetInfo(name=f"{c.id}-episodes", context="training", digest=digest_of(c.id, settings, self.seed),
+                        source=source, source_type="simulator", columns=("return", "length"), settings=settings),
+            DatasetInfo(name=f"{c.id}-eval-episodes", context="evaluation",
+                        digest=digest_of(c.id, c.eval_episodes, eval_seed), source=source, source_type="simulator",
+                        rows=c.eval_episodes, columns=("return", "length"),
+                        settings={"id": c.id, "eval_episodes": c.eval_episodes, "seed": eval_seed}),
+        ]
+
     def episode_stats(self) -> dict[str, float]:
         done, self._finished = self._finished, []
         if not done:
@@ -140,7 +159,7 @@ class GymEnv(ControlEnvironment):
         episodes = self.config.eval_episodes
         n = min(episodes, 8)
         envs = _make_vector(self.config.id, n, "sync", self.seed)
-        obs, _ = envs.reset(seed=self.seed + 10_000)
+        obs, _ = envs.reset(seed=self.seed + _EVAL_SEED_OFFSET)
         ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
         results: list[tuple[float, int]] = []
         started = n  # episodes begun, so only `episodes` are counted

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.plugins.hf import decode
-from rlx.policy import LMPolicy, unwrap
+from rlx.policy import LMPolicy, ModelTarget, unwrap
 
 
 def _quiet_transformers() -> None:
@@ -279,3 +279,11 @@ class HFPolicy(LMPolicy):
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("rlx_value_head.")}
         model.save_pretrained(path, state_dict=state)
         self.tokenizer.save_pretrained(path)
+
+    def log_model(self, saved: Path, target: ModelTarget) -> str:
+        """The saved model in MLflow's ``transformers`` flavour: a text-generation
+        pipeline, or text- (token-) classification for a reward model (process reward
+        model) saved with a classifier head."""
+        from rlx.plugins.hf import mlflow_model
+
+        return mlflow_model.log(saved, target, trust_remote_code=getattr(self.config, "trust_remote_code", False))

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
-from rlx.policy import ControlPolicy, unwrap
+from rlx.policy import ControlPolicy, ModelTarget, unwrap
 
 from .categorical import categorical_actor_critic
 from .chain import chains
@@ -132,10 +132,29 @@ class MLPPolicy(ControlPolicy):
             raise UsageError("policy 'mlp' needs a control environment with observation and action spaces "
                              "(e.g. --env gym); for text environments use --policy tiny or hf")
         obs_space, act_space = env.observation_space, env.action_space
-        self.discrete = hasattr(act_space, "n")
-        self.obs_dim = int(math.prod(obs_space.shape))
-        self.act_dim = int(act_space.n) if self.discrete else int(math.prod(act_space.shape))
-        self.model = ActorCritic(self.obs_dim, self.act_dim, self.discrete, config)
+        discrete = hasattr(act_space, "n")
+        self._build(int(math.prod(obs_space.shape)),
+                    int(act_space.n) if discrete else int(math.prod(act_space.shape)), discrete)
+
+    def _build(self, obs_dim: int, act_dim: int, discrete: bool) -> None:
+        self.discrete, self.obs_dim, self.act_dim = discrete, obs_dim, act_dim
+        self.model = ActorCritic(obs_dim, act_dim, discrete, self.config)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MLPPolicy":
+        """The policy ``save`` wrote to ``path``, in eval mode, without the environment it
+        was trained in (its sizes are in config.json)."""
+        from .config import MLPConfig
+
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        sizes = {k: meta.pop(k) for k in ("obs_dim", "act_dim", "discrete")}
+        policy = cls.__new__(cls)
+        ControlPolicy.__init__(policy, MLPConfig(**meta))
+        policy._build(int(sizes["obs_dim"]), int(sizes["act_dim"]), bool(sizes["discrete"]))
+        policy.model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+        policy.model.eval()
+        return policy
 
     def _inner(self) -> ActorCritic:
         return unwrap(self.model)
@@ -189,3 +208,10 @@ class MLPPolicy(ControlPolicy):
         torch.save(unwrap(self.model).state_dict(), path / "model.pt")
         (path / "config.json").write_text(json.dumps({"obs_dim": self.obs_dim, "act_dim": self.act_dim,
                                                       "discrete": self.discrete, **self.config.model_dump()}))
+
+    def log_model(self, saved: Path, target: ModelTarget) -> str:
+        """The saved policy as an MLflow ``pyfunc`` model whose ``predict`` maps
+        observations to deterministic actions (``mlflow_model.py``)."""
+        from .mlflow_model import log
+
+        return log(saved, target, self)

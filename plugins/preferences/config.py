@@ -23,6 +23,9 @@ class PreferencesConfig(BaseModel):
     rejected_field: str = Field("rejected", description="Column holding the dispreferred completion.")
     eval_size: int = Field(256, ge=1, description="Held-out pairs (a file: its last rows; synthetic: pairs on the "
                                                   "arithmetic held-out problems).")
+    eval_seed: int = Field(0, description="Synthetic pairs: seed of the held-out pairs (arithmetic's held-out problems "
+                                          "and their mistakes); fixed by default so that every seed of one "
+                                          "configuration is evaluated on the same pairs. A file's are its last rows.")
 
     @field_validator("flaws", mode="before")
     @classmethod

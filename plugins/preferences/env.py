@@ -15,13 +15,17 @@ registration declares ``requires=("arithmetic",)``.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from rlx.datafiles import ShuffledPasses, load_records
-from rlx.environment import PreferenceEnvironment, Task, TextEnvironment, rng_state, set_rng_state
+from rlx.environment import DatasetInfo, PreferenceEnvironment, Task, TextEnvironment, digest_of, file_digest, rng_state, set_rng_state
 from rlx.errors import UsageError
 
 from .config import PreferencesConfig
+
+_SYNTHETIC_SOURCE = "rlx preferences generator (arithmetic: gold solution vs one mistake)"
+_SYNTHETIC_COLUMNS = ("prompt", "chosen", "rejected", "answer")
 
 
 class PreferencesEnv(PreferenceEnvironment):
@@ -35,9 +39,11 @@ class PreferencesEnv(PreferenceEnvironment):
         if c.path is None:
             from rlx.plugins.arithmetic.env import ArithmeticEnv
 
-            self.arithmetic: Any = ArithmeticEnv({"eval_size": c.eval_size}, seed=seed)
+            # The held-out pairs follow eval_seed, not the run seed, so the seeds of one
+            # configuration are compared on the same pairs (the arithmetic env's own rule).
+            self.arithmetic: Any = ArithmeticEnv({"eval_size": c.eval_size, "eval_seed": c.eval_seed}, seed=seed)
             self._passes: ShuffledPasses | None = None
-            held_rng = random.Random(f"preferences-eval:{seed}")
+            held_rng = random.Random(f"preferences-eval:{c.eval_seed}")
             self._eval = [self._pair(t, held_rng, i, c.flaws) for i, t in enumerate(self.arithmetic.eval_tasks())]
         else:
             self.arithmetic = None
@@ -63,6 +69,31 @@ class PreferencesEnv(PreferenceEnvironment):
 
     def eval_pairs(self) -> list[Task]:
         return list(self._eval)
+
+    def datasets(self) -> list[DatasetInfo]:
+        """Training pairs (a file, by its bytes; synthetic ones, by their settings and the
+        run seed) and the held-out pairs, by their content, so that runs evaluated on the
+        same pairs share that digest whatever their seeds or the rest of the file."""
+        c = self.config
+        held = digest_of([[p["prompt"], p["chosen"], p["rejected"]] for p in self._eval])
+        if self._passes is None:
+            settings = {"flaws": list(c.flaws), **self.arithmetic.config.model_dump()}
+            return [
+                DatasetInfo(name="preferences-train", context="training", digest=digest_of(settings, self.seed),
+                            source=_SYNTHETIC_SOURCE, source_type="procedural", columns=_SYNTHETIC_COLUMNS,
+                            settings=settings),
+                DatasetInfo(name="preferences-eval", context="evaluation", digest=held, source=_SYNTHETIC_SOURCE,
+                            source_type="procedural", rows=len(self._eval), columns=_SYNTHETIC_COLUMNS,
+                            settings=settings),
+            ]
+        file = Path(c.path)
+        source, columns = str(file.resolve()), (c.prompt_field, c.chosen_field, c.rejected_field)
+        return [
+            DatasetInfo(name=f"{file.stem}-train", context="training", digest=file_digest(file), source=source,
+                        source_type="local", rows=len(self._passes.rows), columns=columns),
+            DatasetInfo(name=f"{file.stem}-eval", context="evaluation", digest=held, source=source,
+                        source_type="local", rows=len(self._eval), columns=columns),
+        ]
 
     def answer_tasks(self) -> TextEnvironment | None:
         """The synthetic source's arithmetic problems (the pairs' prompts), whose answers

@@ -9,10 +9,11 @@ verifier and no generation evaluation; use a learned reward then.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rlx.datafiles import ShuffledPasses, load_records
-from rlx.environment import Task, TextEnvironment
+from rlx.environment import DatasetInfo, Task, TextEnvironment, digest_of, file_digest
 from rlx.errors import UsageError
 
 from .config import PromptsConfig
@@ -49,6 +50,23 @@ class PromptsEnv(TextEnvironment):
 
     def eval_tasks(self) -> list[Task]:
         return [dict(t) for t in self._eval] if self.has_answers else []
+
+    def datasets(self) -> list[DatasetInfo]:
+        """The file's training rows, by the file's bytes, and its held-out rows, by their
+        content, so that runs evaluated on the same rows share that digest even when the
+        training part of the file differs. Without answers (or held-out rows) nothing is
+        evaluated, so only the training entry is given."""
+        c = self.config
+        file = Path(c.path)
+        source = str(file.resolve())
+        columns = (c.prompt_field, c.answer_field) if self.has_answers else (c.prompt_field,)
+        out = [DatasetInfo(name=f"{file.stem}-train", context="training", digest=file_digest(file), source=source,
+                           source_type="local", rows=len(self._train), columns=columns)]
+        if self.has_answers and self._eval:
+            held = digest_of([[t["prompt"], t["answer"]] for t in self._eval])
+            out.append(DatasetInfo(name=f"{file.stem}-eval", context="evaluation", digest=held, source=source,
+                                   source_type="local", rows=len(self._eval), columns=columns))
+        return out
 
     def is_correct(self, task: Task, completion: str) -> bool:
         if "answer" not in task:
