@@ -1,13 +1,11 @@
 """A driver of MLflow 3.17's web UI in headless Chromium, for end-to-end tests.
 
-Three parts:
+Two parts:
 
 * ``unavailable()`` / ``launch()``: Playwright's sync API on the system's Chromium;
   ``unavailable()`` names what is missing so that a test can ``pytest.skip`` it.
-* ``serve_mlflow(backend_uri)``: ``python -m mlflow server`` in a process group of its
-  own, yielded once ``/health`` answers and killed as a group afterwards.
 * ``Ui(page, base_url, shots)``: readers of the pages an rlx user looks at: the runs
-  table (names, columns, grouping by a tag, the chart view), a run's page (description,
+  table (names, columns, groups, the chart view), a run's page (description,
   datasets, logged and registered models, system-metric charts) and a registered
   model's page. Each reader waits for what it reads (selectors, the run count, an
   ``until`` predicate) rather than sleeping, and a failure saves a screenshot and the
@@ -24,7 +22,7 @@ The UI's own state (visible columns, grouping) lives in the browser's localStora
 ``MLflowLocalStorage-1.1-ExperimentPage-["<id>"]-ReactComponentState``, so every ``Ui``
 (one browser context) starts from MLflow's defaults. A URL cannot carry columns or
 grouping, except through a *shared view*: the experiment tag
-``mlflow.sharedViewState.<KEY>`` (see ``shared_view_tag``) opened with
+``mlflow.sharedViewState.<KEY>`` (rlx saves two, see ``rlx.mlflow_views``) opened with
 ``?viewStateShareKey=<KEY>``.
 """
 
@@ -36,11 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -117,120 +110,6 @@ def ui(browser: Any, base_url: str, shots: Path) -> Iterator["Ui"]:
 
 
 # ---------------------------------------------------------------- server
-
-
-@dataclass
-class Server:
-    url: str  # http://127.0.0.1:PORT
-    port: int
-    log: Path
-    proc: subprocess.Popen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with _DIRECT.open(url + "/health", timeout=2):
-            return True
-    except urllib.error.HTTPError:  # any HTTP answer: it serves
-        return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def serve_mlflow(backend_uri: str, port: Optional[int] = None, *, workers: int = 1, jobs: bool = False,
-                 workdir: Optional[Path] = None, start_s: float = START_S) -> Iterator[Server]:
-    """``python -m mlflow server --backend-store-uri URI --host 127.0.0.1 --port P`` in a
-    session (process group) of its own; yields a ``Server`` once /health answers and
-    kills the whole group at exit (SIGTERM, then SIGKILL after ``STOP_S``).
-
-    No artifact flag is needed: for runs and logged models whose artifact location is a
-    ``file://`` URI the server lists and sends the files itself (``--serve-artifacts``,
-    on by default, only proxies ``mlflow-artifacts:/`` locations). ``workers=1``: the UI
-    needs no more, and each uvicorn worker costs seconds of start-up on two cores.
-    ``jobs=False`` (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false): no job runner and its seven
-    huey consumers, which only GenAI features (judges, optimisation) use; they cost start-up
-    time, are slow to stop, and leave a huey folder in /dev/shm each."""
-    port = port or free_port()
-    own = workdir is None  # a folder of our own goes at exit, unless a failure may need its log
-    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mlflow-server-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"mlflow-server-{port}.log"
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
-               MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true" if jobs else "false")
-    with open(log, "wb") as out:  # a file, not a pipe nobody reads
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + start_s
-        while not _answers(url):
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({proc.returncode}) before answering; "
-                                   f"log {log}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer {url}/health in {start_s:.0f} s; "
-                                   f"log {log}:\n{_tail(log)}")
-            time.sleep(0.25)
-        yield Server(url, port, log, proc)
-    finally:
-        _kill_group(proc)
-    if own:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    pgid = proc.pid  # start_new_session: the group is the child's pid
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_S)
-    except subprocess.TimeoutExpired:
-        pass
-    # whatever of the group is left (uvicorn workers, the job runner), the leader gone or not
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_S)
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-# ---------------------------------------------------------------- shared views
-
-
-def shared_view_tag(key: str, *, name: Optional[str] = None, columns: tuple[tuple[str, str], ...] = (),
-                    group_by_tag: Optional[str] = None) -> tuple[str, str]:
-    """The experiment tag (key, value) of a runs-table view that the URL
-    ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens: ``columns`` as
-    ``(kind, key)`` with kind metric/param/tag shown besides MLflow's defaults,
-    grouped by ``group_by_tag``. With ``name`` it is also a saved view that the
-    "Views" menu lists under that name. Set it with ``MlflowClient.set_experiment_tag``;
-    the table/chart switch stays the URL's ``compareRunsMode=CHART``."""
-    selected = ["attributes.`Source`", "attributes.`Models`", "attributes.`Dataset`"]
-    selected += [f"{_KINDS[kind][0]}.`{k}`" for kind, k in columns]
-    state: dict[str, Any] = {"selectedColumns": selected}
-    if group_by_tag:
-        state["groupBy"] = {"aggregateFunction": "average",
-                            "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]}
-    value = json.dumps(state)
-    if name is not None:
-        now = int(time.time() * 1000)
-        value = json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": value})
-    return f"mlflow.sharedViewState.{key}", value
 
 
 # ---------------------------------------------------------------- pages
@@ -418,40 +297,6 @@ class Ui:
         with self.step("read run names"):
             return self.poll(lambda: [r.name for r in self.rows() if r.name is not None], until, "run names")
 
-    def show_column(self, kind: str, key: str) -> bool:
-        """Ticks ``key`` (kind metric/param/tag) in the "Columns" selector unless it is
-        ticked; waits for its header. True if it had to be ticked. MLflow shows only
-        Run Name, Created, Dataset, Duration, Source and Models by default: no params,
-        metrics or tags."""
-        prefix, section = _KINDS[kind]
-        col_id = f"{prefix}.`{key}`"
-        with self.step(f"show {kind} column {key}"):
-            self.page.get_by_role("button", name="Columns", exact=True).click()
-            search = self.page.get_by_placeholder("Search columns")
-            search.fill(key)
-            nodes = self.page.locator("[data-testid=column-selector-tree] [class*='-tree-treenode']")
-            # the filtered tree: section headers ("Parameters (1)") followed by their leaves
-            index = self.poll(lambda: nodes.evaluate_all(
-                """(nodes, [section, key]) => {
-                     let current = null;
-                     for (let i = 0; i < nodes.length; i++) {
-                       const title = nodes[i].querySelector('[class*="-tree-title"]');
-                       const t = title ? title.textContent.trim() : '';
-                       if (/^(Attributes|Metrics|Parameters|Tags)( \\(\\d+\\))?$/.test(t)) { current = t.split(' ')[0]; continue; }
-                       if (current === section && t === key) return i;
-                     }
-                     return -1;
-                   }""", [section, key]), lambda i: i >= 0, f"{section} > {key} in the column selector")
-            node = nodes.nth(index)
-            ticked = "checkbox-checked" in (node.get_attribute("class") or "")
-            if not ticked:
-                node.locator("[class*='-tree-checkbox']").first.click()
-                self.poll(lambda: "checkbox-checked" in (node.get_attribute("class") or ""), bool, f"{key} ticked")
-            self.page.keyboard.press("Escape")
-            search.wait_for(state="hidden")
-            self._scroll_to_column(col_id)
-            return not ticked
-
     def _has_header(self, col_id: str) -> bool:
         return self.page.evaluate("id => [...document.querySelectorAll('.ag-header-cell[col-id]')]"
                                   ".some(h => h.getAttribute('col-id') === id)", col_id)
@@ -477,7 +322,7 @@ class Ui:
                 return
             if at_end and step > 0:
                 break
-        raise AssertionError(f"column {col_id} is not in the table (is it shown? see show_column)")
+        raise AssertionError(f"column {col_id} is not in the table (is it among the view's columns?)")
 
     def column_values(self, kind: str, key: str,
                       until: Optional[Callable[[dict[str, Optional[str]]], bool]] = None) -> dict[str, Optional[str]]:
@@ -488,34 +333,6 @@ class Ui:
             self._scroll_to_column(col_id)
             return self.poll(lambda: {r.name: r.cells.get(col_id) for r in self.rows() if r.name is not None},
                              until or (lambda v: bool(v) and None not in v.values()), f"values of {col_id}")
-
-    def group_by_tag(self, tag: str) -> None:
-        """Picks tag ``tag`` in the "Group by" menu and waits until group rows show."""
-        with self.step(f"group by tag {tag}"):
-            self.page.get_by_role("button", name=re.compile(r"^Group by")).first.click()
-            menu = self.page.get_by_role("menu")
-            menu.get_by_placeholder("Search").fill(tag)
-            items = menu.locator("[role=menuitemcheckbox], div:not([role]):not(:has(*))")
-            # the menu: section headings (Attributes, Tags, Params) followed by their items
-            index = self.poll(lambda: items.evaluate_all(
-                """(els, key) => {
-                     let section = null;
-                     for (let i = 0; i < els.length; i++) {
-                       const t = els[i].textContent.trim();
-                       if (els[i].getAttribute('role') !== 'menuitemcheckbox') {
-                         if (['Attributes', 'Tags', 'Params', 'Metrics'].includes(t)) section = t;
-                         continue;
-                       }
-                       if (section === 'Tags' && t === key) return i;
-                     }
-                     return -1;
-                   }""", tag), lambda i: i >= 0, f"tag {tag} in the Group by menu")
-            item = items.nth(index)
-            if item.get_attribute("aria-checked") != "true":
-                item.click()
-            self.page.keyboard.press("Escape")
-            self.page.get_by_role("button", name=f"Group by: {tag}").first.wait_for()
-            self.poll(self.rows, lambda rows: any(r.group is not None for r in rows), "group rows")
 
     def groups(self, until: Optional[Callable[[list[Group]], bool]] = None) -> list[Group]:
         """The group rows of a grouped table, in order, with the runs under each."""

@@ -87,7 +87,8 @@ def test_show_lists_config_fields_with_descriptions(site, tmp_path):
     assert proc.returncode == 0, proc.stderr
     by_name = {c["name"]: c for c in json.loads(proc.stdout)}
     assert by_name["brevity"]["meta"] == {"granularity": "outcome", "kinds": ["text"], "requires": []}
-    assert by_name["countdown"]["meta"] == {"kind": "text", "default_reward": "verifier", "requires": []}
+    assert by_name["countdown"]["meta"] == {"kind": "text", "default_reward": "verifier", "task_field": None,
+                                            "requires": []}
     fields = {c: {f["field"]: f for f in by_name[c]["fields"]} for c in by_name}
     assert set(fields["brevity"]) == {"weight", "target_length"}
     assert set(fields["countdown"]) == {"max_operand", "num_ops", "eval_size"}

@@ -104,6 +104,9 @@ def test_the_mlflow_ui_shows_runs_named_grouped_described_and_registered(tmp_pat
             page.open_runs(exp, view_key="rlx-seeds")
             found = page.groups(until=lambda gs: {g.name: g.count for g in gs}.get(group) == 3)
             assert sorted(next(g for g in found if g.name == group).runs) == seeds
+            # and in the chart view, one line per configuration: the mean over its seeds
+            page.open_runs(exp, chart=True, view_key="rlx-seeds")
+            page.chart("completion/length", until=lambda c: c.plotted and group in c.legend)  # the first card
 
             # the failed run's page: why it failed, where it stopped, its datasets
             ov = page.run_overview(exp, mruns[bad].info.run_id)

@@ -52,12 +52,12 @@ class Ui:
     """``rlx ui`` in a session of its own, as a shell would start it, output in files
     (a pipe nobody reads could stall a server that floods it)."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, **env: str) -> None:
         self.home, self.port = home, _free_port()
         self.out, self.err = home / "ui.out", home / "ui.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "rlx.cli.main", "ui", "--port", str(self.port), *args],
-                                         env=cli_env(home, MLFLOW_WORKERS="2"), cwd=home, stdout=out, stderr=err,
+                                         env=cli_env(home, MLFLOW_WORKERS="2", **env), cwd=home, stdout=out, stderr=err,
                                          start_new_session=True)
         self.tree: list[psutil.Process] = []
 
@@ -158,8 +158,8 @@ class Ui:
 def ui(tmp_path: Path) -> Iterator[Callable[..., Ui]]:
     started: list[Ui] = []
 
-    def start(*args: str) -> Ui:
-        started.append(Ui(tmp_path, *args))
+    def start(*args: str, **env: str) -> Ui:
+        started.append(Ui(tmp_path, *args, **env))
         return started[-1]
 
     yield start
@@ -176,13 +176,22 @@ def test_ui_serves_the_store_and_keeps_mlflow_logs_out_of_the_terminal(ui, tmp_p
                      for name in ("rlx/CartPole-v1", "rlx/arithmetic"))
     client.create_run(older, start_time=1000)
     client.create_run(exp_id, start_time=2000)
-    u = ui()
+    # --open hands the link to the browser named by $BROWSER (here a script that keeps it)
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    u = ui("--open", BROWSER=str(browser))
     assert "experiments" in u.wait_until_serving()
     lines = u.wait_for_line("MLflow UI at")  # rlx ui's own check that it answers comes a moment later
     log = tmp_path / "logs" / f"ui-{u.port}.log"
     assert lines[0].endswith(f"server log: {log}"), lines
     assert lines[1].startswith(f"MLflow UI at http://127.0.0.1:{u.port}/#/experiments/{exp_id}/runs"
                                "?viewStateShareKey=rlx&workflowType=machine_learning "), lines
+    deadline = time.time() + 30
+    while not opened.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert opened.read_text().strip() == lines[1].split()[3], (opened.read_text(), lines)
     assert "Uvicorn running" in log.read_text()  # MLflow's INFO lines went there...
     assert " INFO" not in u.output() and "GET /" not in u.output(), u.output()  # ...and not to the terminal
     u.snapshot_tree(settle_s=0)
