@@ -500,6 +500,8 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
 def _log_datasets(r: _Run) -> None:
     """The environment's datasets as the run's inputs (MLflow's Datasets); a problem with
     them is a warning, not a failed run."""
+    if not r.tracker.enabled:
+        return
     try:
         infos = r.parts.env.datasets()
         if infos:

@@ -31,6 +31,18 @@ MODEL = "arith-policy"
 CPU = "system/cpu_utilization_percentage"
 
 
+def _project(tmp_path):
+    """A researcher's own git work tree to run from, and its commit."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    git = ["git", "-c", "user.email=r@example.org", "-c", "user.name=r"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=proj, check=True)
+    (proj / "notes.txt").write_text("experiment notes\n")
+    subprocess.run([*git, "add", "."], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "start"], cwd=proj, check=True)
+    return proj, subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True, text=True).stdout.strip()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,9 +72,14 @@ def test_the_mlflow_ui_shows_runs_named_grouped_described_and_registered(tmp_pat
     if reason:
         pytest.skip(reason)
     env = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+    proj, commit = _project(tmp_path)  # seed 0 runs from the researcher's own git work tree
+    printed = {}
     for seed in (0, 1, 2):
-        proc = rlx("run", *RUN, "--seed", str(seed), "--register", MODEL, home=tmp_path, **env)
+        proc = rlx("run", *RUN, "--seed", str(seed), "--register", MODEL, home=tmp_path,
+                   cwd=proj if seed == 0 else None, **env)
         assert proc.returncode == 0, proc.stderr
+        assert "warning" not in proc.stderr.lower(), proc.stderr
+        printed[seed] = proc.stdout
     site = make_plugin(tmp_path / "site", "faulty", FAULTY)
     failed = rlx("run", *RUN, "--reward", "faulty", "--seed", "0", home=tmp_path, paths=[site], **env)
     assert failed.returncode == 1, failed.stderr
@@ -78,6 +95,34 @@ def test_the_mlflow_ui_shows_runs_named_grouped_described_and_registered(tmp_pat
     groups = {mruns[n].data.tags["rlx.group"] for n in seeds}
     assert len(groups) == 1 and mruns[bad].data.tags["rlx.group"] not in groups  # seeds together, not the other
     group = groups.pop()
+    first = mruns[seeds[0]]
+    exp_id = first.info.experiment_id
+    assert client.get_experiment(exp_id).name == "rlx/arithmetic"
+    # rlx run ends with the link to the run's page
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{first.info.run_id}" in printed[0]
+    tags = first.data.tags
+    assert tags["rlx.variant"].startswith("objective.num_generations=2, env.eval_size=8, ") and tags["rlx.task"] == "arithmetic"
+    assert tags["mlflow.source.git.commit"] == tags["rlx.project_commit"] == commit
+    assert tags["rlx.project_dirty"] == "false" and tags["mlflow.source.git.branch"] == "main"
+    assert tags["mlflow.user"] and tags["rlx.host"] and tags["rlx.version"]
+    assert "mlflow.source.git.commit" not in mruns[seeds[1]].data.tags  # not run from a git work tree
+    assert "None" not in first.data.params.values() and "run.name" not in first.data.params  # unset: left out
+    cpu = client.get_metric_history(first.info.run_id, CPU)
+    assert cpu and all(0 <= m.value <= 100 for m in cpu)
+    assert cpu[0].value > 0, "the first CPU sample must measure something (psutil's first call reads 0.0)"
+    # the policy as an MLflow model, registered, loaded back without rlx, generating
+    assert tags["rlx.model_flavour"] == "transformers" and tags["rlx.registered_model"] == f"{MODEL}/1"
+    model = client.get_logged_model(tags["rlx.model_id"])
+    assert model.source_run_id == first.info.run_id and model.experiment_id == exp_id
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        pipe = mlflow.transformers.load_model(f"models:/{MODEL}/1")
+        out = pipe("Q:2+3", max_new_tokens=6, do_sample=False)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert out[0]["generated_text"].startswith("Q:2+3")
 
     # the seeds were evaluated on the same held-out problems: one evaluation digest
     def eval_digest(name: str) -> str:
