@@ -53,12 +53,9 @@ def run(
         os.environ["RLX_TRACKING"] = "off"  # read by rlx.tracking; inherited by launched processes
     registry = get_registry()
     flags = {"objective": objective, "reward": reward, "env": env, "policy": policy, "seed": seed,
-             "steps": steps, "experiment": experiment, "device": device}
+             "steps": steps, "experiment": experiment, "device": device, "register_as": register,
+             "system_metrics": False if no_system_metrics else None}
     raw = compose(config, flags, set_)
-    if register is not None:
-        raw["run"]["register_as"] = register
-    if no_system_metrics:
-        raw["run"]["system_metrics"] = False
     cfg = resolve(raw, registry)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))

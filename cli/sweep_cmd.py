@@ -174,6 +174,7 @@ def _spec(head: str | None, run_flags: list[str], run_sets: list[str], choices: 
 
     params = _run_flags(run_flags) if run_flags else {}
     flags = {k: params.get(k) for k in ("objective", "reward", "env", "policy", "steps", "device")}
+    flags.update(register_as=params.get("register"), system_metrics=False if params.get("no_system_metrics") else None)
     sets = [*(params.get("set_") or []), *run_sets]
     if head is not None:
         if any(choices.values()) or grid:

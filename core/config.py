@@ -301,7 +301,7 @@ def apply_flags(cfg: dict[str, Any], flags: dict[str, Any] | None = None, sets: 
                 cfg[key] = {"name": flags[key]}
     if flags.get("reward"):
         cfg["reward"] = {n: cfg["reward"].get(n, {}) for n in flags["reward"]}
-    for key in ("seed", "steps", "experiment", "device"):
+    for key in ("seed", "steps", "experiment", "device", "register_as", "system_metrics"):
         if flags.get(key) is not None:
             cfg["run"][key] = flags[key]
     for item in sets or []:

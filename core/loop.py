@@ -745,7 +745,7 @@ def _log_model(r: _Run, saved: Path) -> None:
     """The saved policy (or reward model) as an MLflow model of the run, in the flavour its
     plugin chooses (``Policy.log_model``), registered under ``run.register_as`` if set. A
     failure here is a warning: the run trained, and its files are saved either way."""
-    name = "policy" if r.produces == "policy" else r.produces
+    name = r.produces  # "policy" or "reward_model": the model's name on the run page
     tracker, register_as = r.tracker, r.cfg.run.register_as
     tags: dict[str, str] = {}
     with tracker.fluent_store():

@@ -389,13 +389,14 @@ class Ui:
           };
           const note = document.querySelector('[data-testid=note-editor-preview-content]');
           const ds = section('Datasets');
-          const datasets = ds ? [...ds.querySelectorAll('[role=button]')].map(b => {
-            const tag = b.querySelector('[role=status]');
-            const ctx = tag ? tag.textContent.trim() : '';
-            let name = b.textContent.trim();
-            if (ctx && name.endsWith(ctx)) name = name.slice(0, -ctx.length).trim();
-            return [name, ctx];
-          }) : [];
+          // an element's text split into its name and the trailing text of its status badge
+          const badged = (el) => {
+            const badge = el.querySelector('[role=status]');
+            const tail = badge ? badge.textContent.trim() : '';
+            const text = el.textContent.trim();
+            return [tail && text.endsWith(tail) ? text.slice(0, -tail.length).trim() : text, tail];
+          };
+          const datasets = ds ? [...ds.querySelectorAll('[role=button]')].map(badged) : [];
           const tg = section('Tags');
           const tags = {};
           if (tg) for (const t of tg.querySelectorAll('[role=status][title]')) {
@@ -403,13 +404,7 @@ class Ui:
             tags[t.title] = v ? v.title : '';
           }
           const rm = section('Registered models');
-          const registered = rm ? [...rm.querySelectorAll('a[href*="#/models/"]')].map(a => {
-            const v = a.querySelector('[role=status]');
-            const ver = v ? v.textContent.trim() : '';
-            let name = a.textContent.trim();
-            if (ver && name.endsWith(ver)) name = name.slice(0, -ver.length).trim();
-            return [name, ver];
-          }) : [];
+          const registered = rm ? [...rm.querySelectorAll('a[href*="#/models/"]')].map(badged) : [];
           const lh = [...document.querySelectorAll('h4')].find(h => /^Logged models/.test(h.textContent.trim()));
           const logged = [];
           const lm = lh ? /\((\d+)\)/.exec(lh.textContent) : null;

@@ -132,3 +132,13 @@ def test_every_recipe_validates(spec):
     loaded = load_spec(spec)
     plan = expand(loaded, get_registry(), _ids())
     assert len(plan) == len(loaded.cells) * len(loaded.seeds) >= 1
+
+
+def test_run_flags_after_the_double_dash_reach_every_run():
+    from rlx.cli.sweep_cmd import _spec
+
+    spec = _spec(None, ["--register", "sweep-policy", "--no-system-metrics"], [],
+                 {"objective": "grpo,rloo", "reward": None, "env": None, "policy": None}, [], "1", None, None)
+    plan = expand(spec, get_registry(), _ids())
+    assert {(p.config["run"]["register_as"], p.config["run"]["system_metrics"]) for p in plan} == \
+        {("sweep-policy", False)}
