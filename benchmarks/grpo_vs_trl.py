@@ -16,8 +16,15 @@ separately as TRL does). Needs the ``bench`` extra (trl).
     python benchmarks/grpo_vs_trl.py --size tiny --rounds 3
     python benchmarks/grpo_vs_trl.py --size medium --steps 2 --rounds 1
     python benchmarks/grpo_vs_trl.py --size tiny --breakdown          # where each library's step goes
-    python benchmarks/grpo_vs_trl.py --size tiny --trl-defaults       # TRL at its own CPU defaults (context)
+    python benchmarks/grpo_vs_trl.py --at-defaults                    # each library at its own defaults
     python benchmarks/grpo_vs_trl.py --size tiny --steps 1 --warmup 0 --rounds 1 --prompts 2 --tokens 4  # smoke
+
+Two modes. Matched (the default): both in fp32, no gradient checkpointing, the same
+single-tensor AdamW: the same arithmetic, so the ratio is of the implementations.
+``--at-defaults``: the same work (model, prompts, reward, group size, completion length,
+steps, learning settings) with each library's own recommended performance settings: TRL's
+GRPOConfig defaults (bf16 autocast on CPU, gradient checkpointing, fused AdamW) and rlx's
+(``run.precision=auto``, its default AdamW kernel): what a user of each gets.
 
 Each library runs in its own subprocess per round (rlx, trl, rlx, trl, ...), so peak RSS
 is each one's own. Warm-up steps are excluded. s/step is the library's own step: rlx's
@@ -301,7 +308,9 @@ def child_rlx(a: argparse.Namespace) -> None:
                 "objective.use_bias_correction_kl=true",
                 "objective.epsilon=0.2", "objective.num_iterations=1", "objective.num_minibatches=1",
                 f"optim.lr={LR}", f"optim.weight_decay={WEIGHT_DECAY}", f"optim.max_grad_norm={MAX_GRAD_NORM}",
-                "optim.schedule=constant", "optim.warmup_steps=0", "optim.kernel=single",
+                "optim.schedule=constant", "optim.warmup_steps=0",
+                # matched: TRL's single-tensor AdamW and fp32; at defaults: rlx's own choices
+                *([] if a.at_defaults else ["optim.kernel=single", "run.precision=fp32"]),
                 "run.eval_every=0", "run.save_policy=false", "run.checkpoint_every=0", "run.samples_to_log=0",
                 "run.device=cpu", "reward.verifier.correct=1.0", "reward.verifier.incorrect=0.0",
                 *[f"env.{k}={v}" for k, v in ENV_SETTINGS.items()]]
@@ -355,7 +364,8 @@ def child_rlx(a: argparse.Namespace) -> None:
             "lr schedule": f"{opt['schedule']}, warm-up {opt['warmup_steps']}",
             "max grad norm": opt["max_grad_norm"],
             "gradient checkpointing": "no (not supported)",
-            "mixed precision": "no (fp32)",
+            # what run.precision resolved to, where the rlx measured reports it
+            "mixed precision": getattr(result, "precision", "") or d["run"].get("precision", "no (fp32)"),
             "torch threads": torch.get_num_threads(),
             "seed": d["run"]["seed"],
             "steps (warm-up + timed)": f"{a.warmup} + {a.steps}",
@@ -433,14 +443,14 @@ def child_trl(a: argparse.Namespace) -> None:
             generation_kwargs={"min_new_tokens": a.tokens}, temperature=1.0, top_p=1.0, top_k=0,
             beta=BETA, loss_type=LOSS_TYPE, scale_rewards="group", epsilon=0.2, num_iterations=1,
             importance_sampling_level="token", learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-            optim="adamw_torch_fused" if a.trl_defaults else "adamw_torch", adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
+            optim="adamw_torch_fused" if a.at_defaults else "adamw_torch", adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
             weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, max_steps=total, shuffle_dataset=False,
             seed=SEED, use_cpu=True, report_to="none",
             logging_strategy="no", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
             log_completions=False, use_vllm=False,
-            # matched: rlx's fp32 and no recomputation; --trl-defaults: TRL's own (bf16 autocast on
-            # CPU, gradient checkpointing, fused AdamW), for context only
-            **({} if a.trl_defaults else {"bf16": False, "fp16": False, "gradient_checkpointing": False}))
+            # matched: rlx's fp32 and no recomputation; --at-defaults: TRL's own (bf16 autocast on
+            # CPU, gradient checkpointing, fused AdamW)
+            **({} if a.at_defaults else {"bf16": False, "fp16": False, "gradient_checkpointing": False}))
         tok = AutoTokenizer.from_pretrained(a.model, padding_side="left")
         timer = Timer()
         trainer = GRPOTrainer(model=a.model, reward_funcs=arithmetic_correct, args=args, train_dataset=data,
@@ -507,8 +517,8 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
            "--generations", str(a.generations), "--tokens", str(a.tokens), "--threads", str(a.threads)]
     if a.breakdown:
         cmd.append("--breakdown")
-    if a.trl_defaults:
-        cmd.append("--trl-defaults")
+    if a.at_defaults:
+        cmd.append("--at-defaults")
     for kv in a.rlx_set or []:
         cmd += ["--rlx-set", kv]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -560,9 +570,10 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per completion (exactly)")
     ap.add_argument("--breakdown", action="store_true", help="also time the phases of each step (adds wrappers)")
-    ap.add_argument("--trl-defaults", action="store_true",
-                    help="run TRL at its CPU defaults (bf16 autocast, gradient checkpointing, fused AdamW) "
-                         "instead of matched to rlx; the ratio is then not like for like")
+    ap.add_argument("--at-defaults", action="store_true",
+                    help="each library at its own recommended settings: TRL's defaults (bf16 autocast on CPU, "
+                         "gradient checkpointing, fused AdamW), rlx's (run.precision=auto, default AdamW kernel); "
+                         "the same work and learning settings")
     ap.add_argument("--rlx-set", action="append", metavar="KEY=VALUE",
                     help="an extra rlx override, repeatable (e.g. policy.sampler=transformers "
                          "policy.share_prompts=false: rlx without its fast paths)")
@@ -579,7 +590,8 @@ def main() -> None:
     n = a.prompts * a.generations
     print(f"GRPO step: {a.prompts} prompts x {a.generations} completions = {n} completions of exactly {a.tokens} "
           f"new tokens; {a.warmup} warm-up + {a.steps} timed steps per run, {a.rounds} round(s), alternating; "
-          f"torch threads: {a.threads or 'each library default'}", flush=True)
+          f"torch threads: {a.threads or 'each library default'}; "
+          f"{'each library at its own defaults' if a.at_defaults else 'matched fp32 settings'}", flush=True)
     summary = []
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:

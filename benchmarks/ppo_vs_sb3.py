@@ -19,6 +19,8 @@ import statistics
 import tempfile
 import time
 
+from sb3_timer import solve_timer  # benchmarks/ is on sys.path when a script here runs
+
 EVAL_EVERY_UPDATES = 25  # x 256 env steps = 6,400
 EXTRA: list[str] = []  # extra --set overrides for the rlx side (profiling)
 
@@ -26,36 +28,17 @@ EXTRA: list[str] = []  # extra --set overrides for the rlx side (profiling)
 def run_sb3(steps: int, seed: int) -> tuple[float, float | None]:
     import numpy as np
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    class Timer(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.paused, self.updates, self.solved_at = 0.0, 0, None
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            self.updates += 1
-            if self.solved_at is None and self.updates % EVAL_EVERY_UPDATES == 0:
-                t = time.perf_counter()
-                mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=10, deterministic=True)
-                self.paused += time.perf_counter() - t
-                if mean >= 475:
-                    self.solved_at = time.perf_counter() - start - self.paused
 
     lin = lambda v: (lambda p: p * v)  # noqa: E731  (SB3 schedules take remaining progress)
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
                 learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device="cpu", verbose=0)
-    timer = Timer()
-    start = time.perf_counter()
+    timer = solve_timer(eval_env, EVAL_EVERY_UPDATES)
+    timer.start()
     model.learn(total_timesteps=steps, callback=timer)
-    train_s = time.perf_counter() - start - timer.paused
+    train_s = time.perf_counter() - timer.t0 - timer.paused
     np.random.seed(seed)
     return steps / train_s, timer.solved_at
 

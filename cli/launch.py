@@ -36,6 +36,16 @@ def child_args(argv: list[str]) -> list[str]:
     return out
 
 
+def free_port() -> int:
+    """A port nothing listens on now: accelerate's default (29500) is shared by every
+    multi-process run on the machine, so two at once (a sweep, two terminals) collide."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(argv: list[str], num_processes: int, accelerate_config: Path | None,
            extra_env: dict[str, str] | None = None) -> int:
     """Run ``rlx <argv>`` (``run ...`` or ``runs resume ID``) in ``num_processes`` ranks;
@@ -63,9 +73,11 @@ def launch(argv: list[str], num_processes: int, accelerate_config: Path | None,
         cmd += ["--config_file", str(accelerate_config)]
         if num_processes > 1:
             cmd += ["--num_processes", str(num_processes)]
+        if loaded.get("num_machines", 1) in (1, None) and not loaded.get("main_process_port"):
+            cmd += ["--main_process_port", str(free_port())]
     else:
         cmd += ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no"]
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     import torch
 
     if not torch.cuda.is_available():  # gloo on CPU; see the module docstring

@@ -24,6 +24,8 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file with any of the sections."),
     set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override: dotted.key=value (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="auto | fp32 | bf16 | fp16 (run.precision; auto: bf16 where it is fast)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: RLX_HOME/mlflow.db)."),
     no_tracking: bool = typer.Option(False, "--no-tracking",
                                      help="Log nothing to MLflow (the run is still checkpointed, saved and cataloged)."),
@@ -53,7 +55,8 @@ def run(
         os.environ["RLX_TRACKING"] = "off"  # read by rlx.tracking; inherited by launched processes
     registry = get_registry()
     flags = {"objective": objective, "reward": reward, "env": env, "policy": policy, "seed": seed,
-             "steps": steps, "experiment": experiment, "device": device, "register_as": register,
+             "steps": steps, "experiment": experiment, "device": device, "precision": precision,
+             "register_as": register,
              "system_metrics": False if no_system_metrics else None}
     raw = compose(config, flags, set_)
     cfg = resolve(raw, registry)

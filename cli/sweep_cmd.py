@@ -173,7 +173,7 @@ def _spec(head: str | None, run_flags: list[str], run_sets: list[str], choices: 
     from rlx.sweep_spec import from_flags, load_spec, parse_seeds
 
     params = _run_flags(run_flags) if run_flags else {}
-    flags = {k: params.get(k) for k in ("objective", "reward", "env", "policy", "steps", "device")}
+    flags = {k: params.get(k) for k in ("objective", "reward", "env", "policy", "steps", "device", "precision")}
     flags.update(register_as=params.get("register"), system_metrics=False if params.get("no_system_metrics") else None)
     sets = [*(params.get("set_") or []), *run_sets]
     if head is not None:

@@ -72,6 +72,11 @@ class RunSettings(BaseModel):
                                                   "pairs; control: unused, num_envs x rollout_length instead).")
     eval_every: int = Field(50, ge=0, description="Evaluate every N steps (0: only before and after training).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks CUDA when present.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Arithmetic of training and sampling: bf16 (fp16: CUDA only) is accelerate's mixed "
+                            "precision, fp32 master weights and optimizer state; auto: bf16 on a GPU that has it "
+                            "and on a CPU with AMX or AVX512-BF16 for policies of 5M+ parameters, else fp32 "
+                            "(the choice is tagged rlx.precision).")
     experiment: str | None = Field(None, description="MLflow experiment name (default: rlx/<task>, e.g. "
                                    "rlx/arithmetic, rlx/CartPole-v1); also its artifact folder: '/' separates "
                                    "folder names, no '\\' or control characters, no '.' or '..' part, at most "
@@ -301,7 +306,7 @@ def apply_flags(cfg: dict[str, Any], flags: dict[str, Any] | None = None, sets: 
                 cfg[key] = {"name": flags[key]}
     if flags.get("reward"):
         cfg["reward"] = {n: cfg["reward"].get(n, {}) for n in flags["reward"]}
-    for key in ("seed", "steps", "experiment", "device", "register_as", "system_metrics"):
+    for key in ("seed", "steps", "experiment", "device", "precision", "register_as", "system_metrics"):
         if flags.get(key) is not None:
             cfg["run"][key] = flags[key]
     for item in sets or []:

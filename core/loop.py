@@ -37,6 +37,7 @@ class RunResult:
     stopped_at_step: int = 0
     steps: int = 0  # the steps it was set to train
     mlflow_experiment_id: str = ""
+    precision: str = ""  # what run.precision resolved to (fp32, bf16, fp16) and why: "bf16 (auto: ...)"
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -201,7 +202,10 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     from rlx.reward import combine
 
     t0 = time.perf_counter()
-    batch = parts.kind.collect(step)
+    # sampling and the no-grad passes in run.precision as well (a no-op in fp32)
+    autocast = accelerator.autocast
+    with autocast():
+        batch = parts.kind.collect(step)
     t_gen = time.perf_counter() - t0
     metrics: dict[str, float] = {}
     problem = ""
@@ -220,7 +224,8 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
             problem = f"reward '{silent[0]}' returned NaN for every sample"
     skipped = _agree(bool(problem))
     if not skipped:
-        metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
+        with autocast():
+            metrics.update(parts.objective.prepare(batch, parts.policy, parts.reference))
     sums: dict[str, list[Any]] = {}
     model = parts.policy.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -230,7 +235,8 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     raw_optimizer = parts.stepper.optimizer if direct else optimizer
     max_norm = cfg.optim.max_grad_norm or float("inf")
     for mb in ([] if skipped else parts.objective.minibatches(batch)):
-        loss, m = parts.objective.loss(parts.policy, mb)
+        with autocast():  # around the whole loss: passes that go around accelerate's wrapper included
+            loss, m = parts.objective.loss(parts.policy, mb)
         if _agree(not math.isfinite(loss.item())):
             problem, skipped = "the loss is NaN or Inf", True
             break
@@ -302,6 +308,7 @@ class _Run:
     uri: str = ""  # the MLflow tracking URI
     main: bool = True
     accelerator: Any = None
+    precision: Any = None  # rlx.precision.Precision: what run.precision resolved to
     parts: Any = None
     optimizer: Any = None
     scheduler: Any = None
@@ -383,17 +390,19 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
         _warn(f"{signal_name(r.signals.received)} arrived while the run was ending; it FINISHED")
     return RunResult(r.run_id, r.tracker.run_id if r.tracker else "", r.status, r.last, r.policy_dir, r.produces,
                      headline(r.parts.specs[0], r.parts.specs[3]), r.stopped_by,
-                     r.step if r.stopped_by else 0, r.steps, r.tracker.experiment_id if r.tracker else "")
+                     r.step if r.stopped_by else 0, r.steps, r.tracker.experiment_id if r.tracker else "",
+                     f"{r.precision.name} ({r.precision.why})" if r.precision else "")
 
 
 def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
     """The accelerator, the components, the optimizer and, for a resume, the state of the
     newest checkpoint."""
     import torch
-    from accelerate import Accelerator
+    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from rlx import checkpoint
+    from rlx.precision import choose, slow_bf16_warning
 
     cfg, run_cfg = r.cfg, r.cfg.run
     if resume is not None:  # known from the start: an early failure still names the run
@@ -402,8 +411,10 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
         torch.set_num_threads(run_cfg.threads)
     if run_cfg.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
-    accelerator = r.accelerator = Accelerator(cpu=run_cfg.device == "cpu")
-    r.main = accelerator.is_main_process
+    # the process state first (ranks, device); the Accelerator once the policy is built, as
+    # run.precision=auto weighs its size
+    state = PartialState(cpu=run_cfg.device == "cpu")
+    r.main = state.is_main_process
     r.uri = (resume.tracking_uri if resume else "") or rlx_home.tracking_uri(tracking_uri)
     if r.main and (resume is None or resume.mlflow_run_id):
         from rlx.tracking import prewarm
@@ -416,6 +427,12 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
     r.run_dir = rlx_home.runs_dir() / r.run_id
     set_seed(run_cfg.seed)
     parts = r.parts = build(cfg, r.registry)
+    parameters = sum(p.numel() for p in parts.policy.model.parameters())
+    r.precision = choose(run_cfg.precision, state.device.type, parameters)
+    warning = slow_bf16_warning(r.precision, state.device.type)
+    if warning and r.main:
+        _warn(warning)
+    accelerator = r.accelerator = _accelerator(run_cfg.device == "cpu", r.precision)
     r.produces = parts.produces
     r.steps = parts.kind.total_steps()
     small = parts.kind.small_steps
@@ -438,7 +455,7 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
         r.last.update(state["last"])
     r.step = r.start - 1
     r.skipped = int(r.last.get("nonfinite/skipped", 0))
-    if accelerator.num_processes == 1 and accelerator.mixed_precision == "no":
+    if accelerator.num_processes == 1 and accelerator.mixed_precision in ("no", "bf16"):  # fp16 has a loss scaler
         from accelerate.optimizer import AcceleratedOptimizer
 
         from rlx.small_steps import SmallSteps
@@ -446,6 +463,19 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
         # the fast clip concatenates every gradient: for tiny networks only
         raw = r.optimizer.optimizer if isinstance(r.optimizer, AcceleratedOptimizer) else r.optimizer
         parts.stepper = SmallSteps(raw, raw.param_groups[0]["params"], fast=small)
+
+
+def _accelerator(cpu: bool, precision: Any) -> Any:
+    """The run's Accelerator in ``precision``. accelerate keeps one mixed-precision setting
+    per process and refuses another: a process that trains runs one after another (tests,
+    benchmarks, a notebook) resets it when the precision changes."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    held = AcceleratorState._shared_state.get("_mixed_precision")
+    if held is not None and held != precision.accelerate:
+        AcceleratorState._reset_state()  # the process group (PartialState) stays
+    return Accelerator(cpu=cpu, mixed_precision=precision.accelerate)
 
 
 def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
@@ -459,7 +489,7 @@ def _open_tracking(r: _Run, command: str, resume: Resume | None) -> None:
     run_name = identity.name
     config_dict = cfg.to_dict()
     tags = {**run_tags(cfg, r.parts, r.run_id, command, str(r.accelerator.device), r.accelerator.num_processes),
-            **identity.tags()}
+            **identity.tags(), "rlx.precision": r.precision.name, "rlx.precision_why": r.precision.why}
     from rlx.sweep_member import SweepMember
     from rlx.tracking import Tracker
 
@@ -566,11 +596,12 @@ def _evaluate(r: _Run, step: int) -> None:
     parts = r.parts
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
-    if r.produces == "policy":
-        result = parts.kind.evaluate()
-        metrics.update(result.metrics)
-        rows = result.rows[:r.cfg.run.samples_to_log]
-    metrics.update(parts.objective.held_out_metrics(parts.env, parts.policy, parts.reference))
+    with r.accelerator.autocast():
+        if r.produces == "policy":
+            result = parts.kind.evaluate()
+            metrics.update(result.metrics)
+            rows = result.rows[:r.cfg.run.samples_to_log]
+        metrics.update(parts.objective.held_out_metrics(parts.env, parts.policy, parts.reference))
     if not metrics:
         return
     r.samples.extend(_sample_row(row, step, "eval") for row in rows)

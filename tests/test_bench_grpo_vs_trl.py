@@ -14,12 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_grpo_vs_trl_smoke(tmp_path):
+@pytest.mark.parametrize("mode", ["matched", "at-defaults"])
+def test_grpo_vs_trl_smoke(tmp_path, mode):
     pytest.importorskip("trl")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grpo_vs_trl.py"), "--size", "tiny",
                            "--steps", "1", "--warmup", "0", "--rounds", "1", "--prompts", "1", "--generations", "2",
-                           "--tokens", "4"],
+                           "--tokens", "4", *(["--at-defaults"] if mode == "at-defaults" else [])],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = proc.stdout
@@ -31,6 +32,12 @@ def test_grpo_vs_trl_smoke(tmp_path):
                     r"betas / eps\s+\(0.9, 0.999\) / 1e-08\s+\(0.9, 0.999\) / 1e-08\n"):
         assert re.search(pattern, out), pattern
     assert "prompts: the same in both" in out
+    if mode == "matched":  # both fp32, the same AdamW kernel
+        assert re.search(r"mixed precision\s+fp32 \(asked for\)\s+bf16 False, fp16 False\n", out)
+        assert re.search(r"AdamW kernel\s+single-tensor \(foreach=False\)\s+single-tensor", out)
+    else:  # each its own: rlx's auto keeps the 0.86M policy in fp32 (bf16 does not pay there); TRL's bf16
+        assert re.search(r"mixed precision\s+fp32 \(auto: [^\n]+\)\s+bf16 True", out)
+        assert re.search(r"gradient checkpointing\s+no \(not supported\)\s+True\n", out)
     assert "rlx completion lengths seen: min 4, max 4" in out
     assert "trl completion lengths seen: min 4, max 4" in out
     assert "tiny: ratio rlx/trl s/step" in out

@@ -4,6 +4,7 @@ full runs documented in benchmarks/README.md, not from tests)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,19 @@ def test_ppo_vs_sb3_smoke(tmp_path):
                            "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "round 0 sb3:" in proc.stdout and "round 0 rlx:" in proc.stdout and "ratio rlx/sb3" in proc.stdout
+
+
+def test_dqn_vs_sb3_smoke(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dqn_vs_sb3.py"), "--steps", "1536",
+                           "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "round 0 sb3:" in out and "round 0 rlx:" in out and "ratio rlx/sb3" in out
+    # the Zoo's settings, read back from both libraries' live objects
+    assert re.search(r"batch / buffer / starts\s+64 / 100000 / 1000\s+64 / 100000 / 1000\n", out)
+    assert re.search(r"envs x steps, gradient steps\s+1 x 256, 128\s+1 x 256, 128\n", out)
+    assert re.search(r"network\s+\[256, 256\] relu\s+\[256, 256\] relu\n", out)
 
 
 def test_sweep_throughput_smoke(tmp_path):

@@ -138,3 +138,32 @@ def test_shared_prompt_scoring_matches_per_row_scoring(tiny, monkeypatch):
     assert ga.keys() == gb.keys() and len(ga) > 10
     for n in ga:
         assert float((ga[n] - gb[n]).norm()) <= 1e-4 * float(gb[n].norm()) + 1e-7, n
+
+
+@pytest.mark.parametrize("kind", ["tiny", "llama"])
+def test_decode_in_bf16_picks_what_the_model_under_autocast_rates_best(tiny, kind):
+    """run.precision=bf16: the loop casts its matrices to bf16 once and keeps the residual
+    stream and norms in fp32, as autocast does; bf16 rounds differently in the two, so
+    tokens are not compared bit for bit: each greedy token the loop picks is the best, up to
+    bf16 rounding, of the model's own forward under autocast over the same sequence."""
+    model = tiny.model.eval() if kind == "tiny" else _random(kind)
+    tok = tiny.tokenizer
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decode.compute_dtype(model) == torch.bfloat16
+        got = decode.sample(model, ids, attn, max_new_tokens=16, eos=tok.eos_token_id, pad=tok.pad_token_id)
+        full, mask = torch.cat([ids, got], 1), torch.cat([attn, torch.ones_like(got)], 1)
+        with torch.no_grad():
+            logits = model(input_ids=full, attention_mask=mask,
+                           position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, ids.shape[1] - 1:-1].float()
+    is_eos = got == tok.eos_token_id
+    live = (is_eos.cumsum(-1) - is_eos.long()) == 0  # up to and with the first EOS
+    picked = logits.gather(-1, got[..., None])[..., 0]
+    gap = (logits.max(-1).values - picked)[live]
+    assert float((gap == 0).float().mean()) >= 0.9, gap
+    assert float(gap.max()) <= 0.05 * float(logits.abs().max()), gap
+    with torch.no_grad():
+        fp32 = model(input_ids=full, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    assert not torch.equal(fp32[:, ids.shape[1] - 1:-1], logits)  # the reference really ran in bf16

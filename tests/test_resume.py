@@ -41,12 +41,14 @@ def _history(client, run_id):
     return out
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "bf16"])  # auto: fp32 for the tiny policy
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, precision):
     site = make_plugin(tmp_path / "site", "killer", KILLER)
     kill_at = random.Random().randint(3, STEPS - 1)
-    ref = rlx(*ARGS, "--experiment", "straight", home=tmp_path, paths=[site])
+    args = [*ARGS, "--precision", precision]
+    ref = rlx(*args, "--experiment", "straight", home=tmp_path, paths=[site])
     assert ref.returncode == 0, ref.stderr
-    crashed = rlx(*ARGS, "--experiment", "crashy", home=tmp_path, paths=[site], RLX_TEST_KILL_AT=str(kill_at))
+    crashed = rlx(*args, "--experiment", "crashy", home=tmp_path, paths=[site], RLX_TEST_KILL_AT=str(kill_at))
     assert crashed.returncode == -9, (kill_at, crashed.stderr)
 
     runs = {r["experiment"]: r for r in json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)}
@@ -65,6 +67,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     from safetensors.torch import load_file
 
     assert len(client.search_runs([client.get_experiment_by_name("crashy").experiment_id])) == 1
+    tags = client.get_run(runs["crashy"]["mlflow_run_id"]).data.tags
+    assert tags["rlx.precision"] == ("bf16" if precision == "bf16" else "fp32"), tags.get("rlx.precision_why")
     assert client.get_run(runs["crashy"]["mlflow_run_id"]).info.status == "FINISHED"
     assert "mlflow.note.content" not in client.get_run(runs["crashy"]["mlflow_run_id"]).data.tags  # running again
 

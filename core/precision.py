@@ -1,0 +1,93 @@
+"""``run.precision``: which arithmetic a run trains and samples in.
+
+fp32 everywhere, or bf16 (fp16 on CUDA) through accelerate's mixed precision: the policy's
+forward runs under autocast while its master weights, gradients and AdamW state stay fp32;
+sampling and the reference model compute in the same low-precision dtype. ``auto`` takes
+bf16 where the hardware runs it fast and the model is big enough for that to show, fp32
+elsewhere; the choice and its reason are tagged on the run (``rlx.precision``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rlx.errors import UsageError
+
+# below this many policy parameters bf16 loses on a CPU: the per-call casts of autocast and
+# the dtype conversions cost more than the faster matrix products save (measured on an AVX512-
+# BF16 CPU: a 0.86M-parameter Llama GRPO step is slower in bf16, a 27M one much faster)
+AUTO_MIN_PARAMETERS = 5_000_000
+
+ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved choice: ``name`` (fp32, bf16, fp16) and why it was made."""
+
+    name: str
+    why: str
+
+    @property
+    def accelerate(self) -> str:
+        """The value of accelerate's ``mixed_precision``."""
+        return ACCELERATE[self.name]
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype low-precision work runs in (float32 for fp32)."""
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
+
+
+def cpu_bf16() -> str:
+    """The CPU feature that makes bf16 matrix products fast (``amx_bf16`` or ``avx512_bf16``),
+    or "" when it has none and torch would emulate them."""
+    import torch
+
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # a torch without the query: assume nothing
+        return ""
+    return next((f for f in ("amx_bf16", "avx512_bf16") if caps.get(f)), "")
+
+
+def choose(requested: str, device_type: str, parameters: int) -> Precision:
+    """``run.precision`` resolved for a policy of ``parameters`` on ``device_type``."""
+    import torch
+
+    cuda = device_type == "cuda"
+    if requested == "fp16":
+        if not cuda:
+            raise UsageError("run.precision=fp16 needs a CUDA GPU (CPUs have no fast fp16 training); "
+                             "use run.precision=bf16 or fp32")
+        return Precision("fp16", "asked for")
+    if requested == "bf16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            raise UsageError("run.precision=bf16 but this GPU has no bf16 support; use run.precision=fp16 or fp32")
+        return Precision("bf16", "asked for")
+    if requested == "fp32":
+        return Precision("fp32", "asked for")
+    if cuda:
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", f"auto: {torch.cuda.get_device_name()} supports bf16")
+        return Precision("fp32", "auto: this GPU has no bf16 support")
+    if device_type != "cpu":
+        return Precision("fp32", f"auto: fp32 on {device_type}")
+    feature = cpu_bf16()
+    if not feature:
+        return Precision("fp32", "auto: this CPU has no AMX or AVX512-BF16 (bf16 would be emulated)")
+    if parameters < AUTO_MIN_PARAMETERS:
+        return Precision("fp32", f"auto: the policy's {parameters / 1e6:.2f}M parameters are below "
+                                 f"{AUTO_MIN_PARAMETERS / 1e6:g}M, where bf16 stops paying on a CPU")
+    return Precision("bf16", f"auto: CPU has {feature}, policy has {parameters / 1e6:.1f}M parameters")
+
+
+def slow_bf16_warning(precision: Precision, device_type: str) -> str:
+    """A warning for bf16 asked for on a CPU that emulates it, else ""."""
+    if precision.name == "bf16" and device_type == "cpu" and not cpu_bf16():
+        return ("run.precision=bf16 on a CPU without AMX or AVX512-BF16: torch emulates bf16 there, "
+                "usually slower than fp32 (run.precision=auto picks for you)")
+    return ""
