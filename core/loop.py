@@ -399,7 +399,7 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
     newest checkpoint."""
     import torch
     from accelerate import PartialState
-    from accelerate.utils import set_seed
+    from accelerate.utils import parse_flag_from_env, set_seed
 
     from rlx import checkpoint
     from rlx.precision import choose, slow_bf16_warning
@@ -413,7 +413,9 @@ def _set_up(r: _Run, tracking_uri: str | None, resume: Resume | None) -> None:
         raise UsageError("--device cuda was asked for but no CUDA device is visible; use --device cpu or auto")
     # the process state first (ranks, device); the Accelerator once the policy is built, as
     # run.precision=auto weighs its size
-    state = PartialState(cpu=run_cfg.device == "cpu")
+    # ACCELERATE_USE_CPU (set by `accelerate launch` on CPU ranks) is read by the Accelerator,
+    # not by PartialState: without it here the ranks of a CPU launch would each run alone
+    state = PartialState(cpu=run_cfg.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU"))
     r.main = state.is_main_process
     r.uri = (resume.tracking_uri if resume else "") or rlx_home.tracking_uri(tracking_uri)
     if r.main and (resume is None or resume.mlflow_run_id):
