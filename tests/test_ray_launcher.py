@@ -165,6 +165,24 @@ def test_forwarding_passes_each_signal_once_even_without_a_second_interrupt(tmp_
     assert proc.returncode == 7 and out.read_text().split() == [str(int(signal.SIGINT)), str(int(signal.SIGTERM))]
 
 
+def test_signals_read_together_are_passed_on_in_order(tmp_path):
+    """A task whose main thread reads the board only after the controller sent both
+    signals (a loaded machine) passes on SIGINT then SIGTERM, not the latest twice."""
+    board = ray_launcher._SignalBoard()
+    board.send(["r1"], signal.SIGINT)
+    board.send(["r1"], signal.SIGTERM)
+    fake_ray = SimpleNamespace(get=lambda value, timeout=None: value,
+                               get_actor=lambda name: SimpleNamespace(read=SimpleNamespace(remote=board.read)))
+    out = tmp_path / "signals"
+    out.write_text("")
+    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out)], preexec_fn=ray_launcher._preexec())
+    deadline = time.monotonic() + 60
+    while not Path(str(out) + ".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ray_launcher._wait_forwarding(fake_ray, proc, "board", "r1", wakeups=1)
+    assert proc.returncode == 7 and out.read_text().split() == [str(int(signal.SIGINT)), str(int(signal.SIGTERM))]
+
+
 _CHILD = """
 import os, signal, sys, time
 out = sys.argv[1]

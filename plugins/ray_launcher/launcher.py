@@ -62,15 +62,16 @@ class _SignalBoard:
     ``ray.cancel`` interrupts a task but carries no payload (SIGINT or SIGTERM)."""
 
     def __init__(self) -> None:
-        self.sent: dict[str, tuple[int, int]] = {}  # run id -> (how many, the latest)
+        # run id -> every signal sent, in order: a task that reads the board after two
+        # (SIGINT, then SIGTERM) passes on both as they were, not the latest twice
+        self.sent: dict[str, list[int]] = {}
 
     def send(self, run_ids: list[str], signum: int) -> None:
         for run_id in run_ids:
-            count, _ = self.sent.get(run_id, (0, 0))
-            self.sent[run_id] = (count + 1, int(signum))
+            self.sent.setdefault(run_id, []).append(int(signum))
 
-    def read(self, run_id: str) -> tuple[int, int]:
-        return self.sent.get(run_id, (0, int(signal.SIGTERM)))
+    def read(self, run_id: str) -> list[int]:
+        return list(self.sent.get(run_id, []))
 
 
 def _ray() -> Any:
@@ -141,14 +142,13 @@ def _log_file(log_path: str) -> tuple[str, bool]:
     return path, False
 
 
-def _read_board(ray: Any, board: dict[str, Any], run_id: str) -> tuple[int, int] | None:
-    """(signals sent to the run, the latest), or None when the board cannot be read (not
+def _read_board(ray: Any, board: dict[str, Any], run_id: str) -> list[int] | None:
+    """The signals sent to the run, in order, or None when the board cannot be read (not
     up yet, or gone with the controller). ``board`` caches the actor's handle."""
     try:
         if board.get("handle") is None:
             board["handle"] = ray.get_actor(board["name"])
-        count, signum = ray.get(board["handle"].read.remote(run_id), timeout=10)
-        return int(count), int(signum)
+        return [int(s) for s in ray.get(board["handle"].read.remote(run_id), timeout=10)]
     except Exception:
         board["handle"] = None
         return None
@@ -166,14 +166,15 @@ def _wait_forwarding(ray: Any, proc: subprocess.Popen, board: str, run_id: str, 
                 woke, wakeups = wakeups, 0
                 seen = _read_board(ray, cache, run_id)
                 # woken but the board unreadable: a signal came all the same; SIGTERM also checkpoints
-                count, signum = seen if seen is not None else (forwarded + (1 if woke else 0), int(signal.SIGTERM))
-                while forwarded < count:
+                sent = seen if seen is not None else [int(signal.SIGTERM)] * (forwarded + (1 if woke else 0))
+                while forwarded < len(sent):
+                    signum = sent[forwarded]
                     forwarded += 1
                     try:
                         os.killpg(proc.pid, signum)
                     except OSError:  # the run's group already ended
                         pass
-                    if forwarded < count:  # two at once would merge into one pending signal
+                    if forwarded < len(sent):  # two at once would merge into one pending signal
                         time.sleep(0.2)
                 next_read = time.monotonic() + _BOARD_EVERY_S
             if proc.poll() is not None:
