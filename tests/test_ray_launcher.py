@@ -140,18 +140,25 @@ while True:
 """
 
 
-def test_forwarding_passes_each_signal_once_even_without_a_second_interrupt(tmp_path):
-    """The task's wait loop: a first signal arrives as KeyboardInterrupt (what ray.cancel
-    raises), a second only on the board, which the task reads every two seconds."""
-    board = ray_launcher._SignalBoard()
+def _recording_task(tmp_path: Path, board: object) -> tuple[object, subprocess.Popen, Path]:
+    """A Ray stand-in whose board is ``board``, and a run that records each signal it gets
+    (exiting 7 after two), started and ready."""
     fake_ray = SimpleNamespace(get=lambda value, timeout=None: value,
                                get_actor=lambda name: SimpleNamespace(read=SimpleNamespace(remote=board.read)))
     out = tmp_path / "signals"
     out.write_text("")
     proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out)], preexec_fn=ray_launcher._preexec())
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not Path(str(out) + ".ready").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    return fake_ray, proc, out
+
+
+def test_forwarding_passes_each_signal_once_even_without_a_second_interrupt(tmp_path):
+    """The task's wait loop: a first signal arrives as KeyboardInterrupt (what ray.cancel
+    raises), a second only on the board, which the task reads every two seconds."""
+    board = ray_launcher._SignalBoard()
+    fake_ray, proc, out = _recording_task(tmp_path, board)
 
     def controller() -> None:
         time.sleep(0.3)
@@ -171,14 +178,7 @@ def test_signals_read_together_are_passed_on_in_order(tmp_path):
     board = ray_launcher._SignalBoard()
     board.send(["r1"], signal.SIGINT)
     board.send(["r1"], signal.SIGTERM)
-    fake_ray = SimpleNamespace(get=lambda value, timeout=None: value,
-                               get_actor=lambda name: SimpleNamespace(read=SimpleNamespace(remote=board.read)))
-    out = tmp_path / "signals"
-    out.write_text("")
-    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out)], preexec_fn=ray_launcher._preexec())
-    deadline = time.monotonic() + 60
-    while not Path(str(out) + ".ready").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    fake_ray, proc, out = _recording_task(tmp_path, board)
     ray_launcher._wait_forwarding(fake_ray, proc, "board", "r1", wakeups=1)
     assert proc.returncode == 7 and out.read_text().split() == [str(int(signal.SIGINT)), str(int(signal.SIGTERM))]
 
