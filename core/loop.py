@@ -6,6 +6,7 @@ algorithm, a reward or an environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -202,8 +203,8 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     from rlx.reward import combine
 
     t0 = time.perf_counter()
-    # sampling and the no-grad passes in run.precision as well (a no-op in fp32)
-    autocast = accelerator.autocast
+    # sampling and the no-grad passes in run.precision as well
+    autocast = in_precision(accelerator)
     with autocast():
         batch = parts.kind.collect(step)
     t_gen = time.perf_counter() - t0
@@ -275,6 +276,13 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     metrics.update(parts.kind.step_metrics(batch, dt))
     # ranks log the same keys; a skipped step has no loss metrics on any rank
     return batch, mean_over_ranks(metrics), (problem or "another process saw a non-finite value") if skipped else ""
+
+
+def in_precision(accelerator: Any) -> Any:
+    """A factory of the context that computes in run.precision: accelerate's autocast in
+    bf16/fp16; in fp32 a plain no-op, without accelerate's per-call set-up (a control run
+    enters it thousands of times a second)."""
+    return contextlib.nullcontext if accelerator.mixed_precision == "no" else accelerator.autocast
 
 
 def _mean(values: list[Any]) -> float:
@@ -598,7 +606,7 @@ def _evaluate(r: _Run, step: int) -> None:
     parts = r.parts
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
-    with r.accelerator.autocast():
+    with in_precision(r.accelerator)():
         if r.produces == "policy":
             result = parts.kind.evaluate()
             metrics.update(result.metrics)
