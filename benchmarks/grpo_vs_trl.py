@@ -312,7 +312,7 @@ def child_rlx(a: argparse.Namespace) -> None:
                 # matched: TRL's single-tensor AdamW and fp32; at defaults: rlx's own choices
                 *([] if a.at_defaults else ["optim.kernel=single", "run.precision=fp32"]),
                 "run.eval_every=0", "run.save_policy=false", "run.checkpoint_every=0", "run.samples_to_log=0",
-                "run.device=cpu", "reward.verifier.correct=1.0", "reward.verifier.incorrect=0.0",
+                f"run.device={a.device}", "reward.verifier.correct=1.0", "reward.verifier.incorrect=0.0",
                 *[f"env.{k}={v}" for k, v in ENV_SETTINGS.items()]]
         if a.threads:
             sets.append(f"run.threads={a.threads}")
@@ -445,7 +445,7 @@ def child_trl(a: argparse.Namespace) -> None:
             importance_sampling_level="token", learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             optim="adamw_torch_fused" if a.at_defaults else "adamw_torch", adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
             weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, max_steps=total, shuffle_dataset=False,
-            seed=SEED, use_cpu=True, report_to="none",
+            seed=SEED, use_cpu=a.device == "cpu", report_to="none",
             logging_strategy="no", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
             log_completions=False, use_vllm=False,
             # matched: rlx's fp32 and no recomputation; --at-defaults: TRL's own (bf16 autocast on
@@ -514,7 +514,8 @@ def child_trl(a: argparse.Namespace) -> None:
 def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", lib, "--model", str(model),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--prompts", str(a.prompts),
-           "--generations", str(a.generations), "--tokens", str(a.tokens), "--threads", str(a.threads)]
+           "--generations", str(a.generations), "--tokens", str(a.tokens), "--threads", str(a.threads),
+           "--device", a.device]
     if a.breakdown:
         cmd.append("--breakdown")
     if a.at_defaults:
@@ -569,6 +570,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--generations", type=int, default=8, help="completions per prompt")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per completion (exactly)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where both libraries train (cuda: TRL without use_cpu, rlx with run.device=cuda)")
     ap.add_argument("--breakdown", action="store_true", help="also time the phases of each step (adds wrappers)")
     ap.add_argument("--at-defaults", action="store_true",
                     help="each library at its own recommended settings: TRL's defaults (bf16 autocast on CPU, "

@@ -765,7 +765,10 @@ def _save_outputs(r: _Run, save_to: Path | None) -> None:
     """The final policy (or reward model) and the objective's artifacts, on disk and in MLflow."""
     import tempfile
 
-    objective, tracker = r.parts.objective, r.tracker
+    objective = r.parts.objective
+    # with tracking off the Tracker exists but logs nothing: MLflow must not be touched at
+    # all (logging the model would create the store that --no-tracking promises not to)
+    tracker = r.tracker if r.tracker is not None and r.tracker.enabled else None
     if save_to is not None:
         r.parts.policy.save(save_to)
         objective.save_alongside(save_to)

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+_CONCAT_UP_TO = 32_768
+
 
 def clip_grads(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale the gradients in place so their global L2 norm is at most ``max_norm``;
@@ -38,8 +40,10 @@ def clip_grads(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 class SmallSteps:
     """``clip`` then ``step``, as ``clip_grad_norm_`` then ``optimizer.step()`` for a torch
     optimizer over ``params``. The fused call needs a fused, single-group AdamW without
-    amsgrad and a gradient for every parameter; anything else (and the first step, which
-    creates the optimizer state) takes torch's own path."""
+    amsgrad; anything else (and the first step, which creates the optimizer state) takes
+    torch's own path. Parameters without a gradient are left alone, as torch's step leaves
+    them: a value-based objective trains the Q head of an actor-critic and never its
+    critic, so the fused call runs on the parameters that have one."""
 
     def __init__(self, optimizer: Any, params: list[torch.Tensor], fast: bool = True):
         self.optimizer, self.params = optimizer, list(params)
@@ -49,15 +53,22 @@ class SmallSteps:
                       and not group.get("differentiable") and not group.get("capturable")
                       and len(group.get("params", [])) == len(self.params))
         self.fast = fast
+        # the norm of few numbers through one concatenation, of more (a [256, 256] Q
+        # network) per tensor: copying them all into a fresh buffer costs more than the
+        # extra ops, measured 30 us against 27 us at 68k numbers, 26 against 33 at 9k
+        self._concat = sum(p.numel() for p in self.params) <= _CONCAT_UP_TO
         self._state: tuple[Any, ...] | None = None  # exp_avgs, exp_avg_sqs, step views, counters
-        self._state_key = 0
+        self._state_key: tuple[int, ...] = ()
 
     def clip(self, max_norm: float) -> torch.Tensor:
         """Clip the gradients to ``max_norm`` (global L2); the norm before clipping."""
-        grads = [p.grad for p in self.params]
-        if not self.fast or any(g is None for g in grads):
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not self.fast or not grads:
             return clip_grads(self.params, max_norm)
-        total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+        if self._concat:
+            total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+        else:
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         # the coefficient as a Python float: three tensor ops on one number cost more
         # than the scaling itself; and no scaling at all within the bound
         coef = max_norm / (float(total) + 1e-6)
@@ -65,17 +76,19 @@ class SmallSteps:
             torch._foreach_mul_(grads, coef)
         return total
 
-    def _fused_state(self) -> tuple[Any, ...] | None:
-        """The state lists for the fused call, with the step counters made elements of one
-        tensor; rebuilt after a checkpoint load replaced the state. None before torch's
-        first step, or if the parameters' step counts differ."""
+    def _fused_state(self, live: list[torch.Tensor]) -> tuple[Any, ...] | None:
+        """The state lists of the parameters in ``live`` for the fused call, with their
+        step counters made elements of one tensor; rebuilt after a checkpoint load replaced
+        the state or when another set of parameters has gradients. None before torch's first
+        step for any of them, or if their step counts differ."""
         state = self.optimizer.state
-        first = state.get(self.params[0])
+        first = state.get(live[0])
         if not first:
             return None
-        if self._state is not None and id(first["exp_avg"]) == self._state_key:
+        key = (id(first["exp_avg"]), *map(id, live))
+        if self._state is not None and key == self._state_key:
             return self._state
-        states = [state[p] for p in self.params]
+        states = [state.get(p) for p in live]
         if any(not s for s in states) or len({float(s["step"]) for s in states}) != 1:
             return None
         counters = torch.stack([s["step"] for s in states])
@@ -83,19 +96,19 @@ class SmallSteps:
             s["step"] = counters[i]  # each its own element: torch's own step still adds 1 to each
         self._state = ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                        [s["step"] for s in states], counters)
-        self._state_key = id(states[0]["exp_avg"])
+        self._state_key = key
         return self._state
 
     def step(self) -> None:
-        state = self._fused_state() if self.fused else None
-        grads = [p.grad for p in self.params]
-        if state is None or any(g is None for g in grads):
+        live = [p for p in self.params if p.grad is not None]
+        state = self._fused_state(live) if self.fused and live else None
+        if state is None:
             self.optimizer.step()
             return
         exp_avgs, exp_avg_sqs, steps, counters = state
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         counters.add_(1)
-        torch._fused_adamw_(self.params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"], beta1=beta1,
-                            beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
-                            maximize=False)
+        torch._fused_adamw_(live, [p.grad for p in live], exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"],
+                            beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                            amsgrad=False, maximize=False)

@@ -20,9 +20,90 @@ def cli_env(home: Path, paths: Iterable[Path] = (), **extra_env: str) -> dict[st
 
 
 def rlx(*args: str, home: Path, paths: Iterable[Path] = (), timeout: int = 600, cwd: Path | None = None,
-        **extra_env: str) -> subprocess.CompletedProcess:
+        fresh: bool = False, **extra_env: str) -> subprocess.CompletedProcess:
+    """``python -m rlx.cli.main ARGS`` in its own process, forked from the suite's zygote
+    (``_zygote.py``: the same process without re-importing torch and MLflow) unless
+    ``fresh``: a new interpreter, for tests of what a command prints as a whole."""
+    env = cli_env(home, paths, **extra_env)
+    cwd = cwd or home
+    if not fresh:
+        done = _forked(list(args), env, cwd, timeout)
+        if done is not None:
+            return done
     return subprocess.run([sys.executable, "-m", "rlx.cli.main", *args], capture_output=True, text=True,
-                          env=cli_env(home, paths, **extra_env), cwd=cwd or home, timeout=timeout)
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+class _Zygote:
+    """The test process's end of ``_zygote.py``: started on first use, one command at a time."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.env = {k: v for k, v in os.environ.items() if k not in CLEAN and k != "PYTHONPATH"}
+        self.usable = os.environ.get("RLX_TEST_ZYGOTE", "1") != "0" and hasattr(os, "fork")
+
+    def _start(self) -> bool:
+        import json
+
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_zygote.py"))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
+                                     bufsize=0)  # unbuffered: select() below must see every line
+        first = self.proc.stdout.readline()
+        if not first or "ready" not in json.loads(first):
+            self.usable = False
+            self.proc.kill()
+            return False
+        return True
+
+    def run(self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float
+            ) -> subprocess.CompletedProcess | None:
+        import json
+        import select
+        import signal
+        import tempfile
+
+        # what Python reads only at start-up must be what the zygote started with
+        startup = {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH"}
+        if not self.usable or startup != {k: v for k, v in self.env.items() if k.startswith("PYTHON")}:
+            return None
+        with self.lock, tempfile.TemporaryDirectory(prefix="rlx-cmd-") as tmp:
+            if (self.proc is None or self.proc.poll() is not None) and not self._start():
+                return None
+            out, err = Path(tmp, "out"), Path(tmp, "err")
+            self.proc.stdin.write((json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "out": str(out),
+                                               "err": str(err)}) + "\n").encode())
+            pid = json.loads(self.proc.stdout.readline())["pid"]
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                json.loads(self.proc.stdout.readline())
+                raise subprocess.TimeoutExpired(["rlx", *argv], timeout, out.read_text(), err.read_text())
+            code = json.loads(self.proc.stdout.readline())["code"]
+            return subprocess.CompletedProcess(["rlx", *argv], code, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+_ZYGOTE = _Zygote()
+
+
+def _forked(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess | None:
+    """The command's result from a child of the zygote, or None where it must run fresh."""
+    return _ZYGOTE.run(argv, env, cwd, timeout)
+
+
+def close_zygote() -> None:
+    _ZYGOTE.close()
 
 
 def make_plugin(root: Path, name: str, source: str, version: str = "0.0.1") -> Path:

@@ -55,3 +55,9 @@ def example_site(tmp_path_factory) -> Path:
 
     root = Path(__file__).resolve().parent.parent
     return install_copy(root / "examples" / "rlx-example-plugin", tmp_path_factory.mktemp("example_plugin"))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    from _cli import close_zygote
+
+    close_zygote()

@@ -114,12 +114,13 @@ def test_plugin_cache(tmp_path):
 
 
 def test_no_tracking(tmp_path):
-    """``rlx run --no-tracking``: no MLflow store, the run still in the catalog."""
+    """``rlx run --no-tracking``: no MLflow store, even with the policy saved (which a
+    tracked run logs as an MLflow model), the run still in the catalog."""
     proc = rlx("run", "--objective", "ppo", "--env", "gym", "--policy", "mlp", "--set", "env.id=CartPole-v1",
-               "--set", "run.env_steps=512", "--set", "run.save_policy=false", "--no-tracking", "--no-progress",
-               home=tmp_path, timeout=300)
+               "--set", "run.env_steps=512", "--no-tracking", "--no-progress", home=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "tracking off" in proc.stdout and "mlflow run" not in proc.stdout
+    assert "tracking off" in proc.stdout and "mlflow run" not in proc.stdout and "policy saved to" in proc.stdout
+    assert "warning" not in proc.stderr, proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
     runs = json.loads(rlx("runs", "list", "--json", home=tmp_path).stdout)
     assert len(runs) == 1 and runs[0]["status"] == "FINISHED" and runs[0]["mlflow_run_id"] == ""

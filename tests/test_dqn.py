@@ -217,3 +217,27 @@ def test_cartpole_learns(tmp_path):
     for k in ("loss/td", "q/mean", "q/target", "explore/epsilon", "buffer/size", "dqn/grad_steps", "episode/return"):
         assert k in data, k
     assert data["explore/epsilon"] == pytest.approx(0.04) and data["buffer/size"] == 20480
+
+
+@pytest.mark.parametrize("huber", [True, False])
+def test_td_loss_node_matches_the_plain_formula(huber):
+    """The one-node TD loss against gather + smooth_l1/mse through autograd: same loss, same
+    Q(s, a), same gradient, at differences inside, outside and exactly on Huber's bend."""
+    from rlx.plugins.dqn.td_loss import td_loss, td_loss_plain
+
+    g = torch.Generator().manual_seed(0)
+    q_all = torch.randn(9, 3, generator=g, dtype=torch.float64) * 2
+    actions = torch.randint(3, (9,), generator=g)
+    target = torch.randn(9, generator=g, dtype=torch.float64) * 2
+    target[:2] = q_all[[0, 1], actions[:2]] + torch.tensor([1.0, -1.0], dtype=torch.float64)  # on the bend
+    results = []
+    for fn in (td_loss, td_loss_plain):
+        leaf = q_all.clone().requires_grad_()
+        loss, q = fn(leaf, actions, target, huber)
+        (3.0 * loss).backward()
+        results.append((loss.detach(), q.detach(), leaf.grad))
+    for fast, plain in zip(*results):
+        assert torch.allclose(fast, plain, rtol=1e-12, atol=1e-12)
+    assert results[0][2].count_nonzero() == 9  # one entry per row: the taken action's
+    leaf = q_all.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: td_loss(x, actions, target + 0.3, huber)[0], (leaf,))

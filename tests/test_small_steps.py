@@ -189,3 +189,44 @@ def test_actor_critic_matches_its_module_tree(shared, activation):
     (o1, v1, g1), (o2, v2, g2) = results
     assert torch.allclose(o1, o2, atol=1e-12) and torch.allclose(v1, v2, atol=1e-12)
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g1, g2))
+
+
+def test_small_steps_leave_parameters_without_gradients_alone():
+    """An objective that trains part of the network (DQN: the Q head of an actor-critic,
+    never its critic): the fused step on the parameters with gradients matches torch's
+    step, which skips the others, and the others keep their values and have no state."""
+    trained, idle = _net(), torch.nn.Linear(4, 2)
+    ref_trained, ref_idle = _net(), torch.nn.Linear(4, 2)
+    ref_idle.load_state_dict(idle.state_dict())
+    params = [*trained.parameters(), *idle.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-2, fused=True)
+    opt_ref = torch.optim.AdamW([*ref_trained.parameters(), *ref_idle.parameters()], lr=1e-2, fused=True)
+    steps = SmallSteps(opt, opt.param_groups[0]["params"])
+    g = torch.Generator().manual_seed(2)
+    for _ in range(6):
+        x = torch.randn(16, 4, generator=g)
+        for net in (trained, ref_trained):
+            net(x).square().mean().backward()
+        assert torch.allclose(steps.clip(0.1), torch.nn.utils.clip_grad_norm_(list(ref_trained.parameters()), 0.1))
+        steps.step()
+        opt_ref.step()
+        for o in (opt, opt_ref):
+            o.zero_grad(set_to_none=True)
+    assert steps._state is not None  # the fused call was taken
+    for a, b in zip(trained.parameters(), ref_trained.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(idle.parameters(), ref_idle.parameters()))
+    assert not any(opt.state.get(p) for p in idle.parameters())
+
+
+def test_clip_of_many_numbers_matches_the_concatenated_norm():
+    """Above the concatenation threshold the norm is taken per tensor: the same value."""
+    from rlx.small_steps import _CONCAT_UP_TO
+
+    big = torch.nn.Linear(256, 256)
+    opt = torch.optim.AdamW(big.parameters(), fused=True)
+    steps = SmallSteps(opt, opt.param_groups[0]["params"])
+    assert sum(p.numel() for p in big.parameters()) > _CONCAT_UP_TO and not steps._concat
+    big(torch.randn(8, 256)).square().sum().backward()
+    want = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in big.parameters()]))
+    assert torch.allclose(steps.clip(float("inf")), want, rtol=1e-6)

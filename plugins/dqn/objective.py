@@ -11,7 +11,8 @@ How one training step of the loop maps onto DQN:
    batches sampled uniformly from it, one optimizer step each (the loop's). After every
    ``target_update_interval`` optimizer steps the target moves toward the online network
    (a copy with ``tau=1``, Polyak averaging with ``tau<1``).
-4. loss: Huber (or squared) TD error between ``Q(s, a)`` and ``td_target``.
+4. loss: Huber (or squared) TD error between ``Q(s, a)`` and ``td_target``, as one autograd
+   node (``td_loss.py``).
 
 The policy's greedy action (``act(deterministic=True)``, which evaluation uses) is the
 argmax of the same head, so evaluation needs nothing DQN-specific.
@@ -22,13 +23,14 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.objective import Objective
 from rlx.policy import Policy, unwrap
+
+from .td_loss import td_loss
 
 TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
@@ -192,18 +194,17 @@ class DQN(Objective):
             if self.grad_steps % c.target_update_interval == 0 and self.target is not None:
                 update_target(self.target.model, unwrap(self.online.model), c.tau)
 
-    def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
         if self.target is None:
             raise RuntimeError("DQN.loss needs the target network; prepare() was not called")
-        q = policy.q_values(batch["obs"]).gather(-1, batch["actions"].long().unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
             next_online = policy.q_values(batch["next_obs"]) if c.double_q else None
             target = td_target(batch["rewards"], batch["terminated"], self.target.q_values(batch["next_obs"]),
                                c.gamma, next_online)
-        loss = F.smooth_l1_loss(q, target) if c.loss == "huber" else F.mse_loss(q, target)
-        return loss, {"loss/td": float(loss.detach()), "q/mean": float(q.detach().mean()),
-                      "q/target": float(target.mean())}
+        loss, q = td_loss(policy.q_values(batch["obs"]), batch["actions"], target, c.loss == "huber")
+        # 0-d tensors: the loop averages them over the update's minibatches and reads them once
+        return loss, {"loss/td": loss.detach(), "q/mean": q.mean(), "q/target": target.mean()}
 
     def state_dict(self) -> dict[str, Any]:
         # the replay buffer is left out (up to buffer_size transitions): a resumed run refills it

@@ -1,0 +1,113 @@
+"""A process that imports rlx's heavy dependencies once and forks one child per ``rlx``
+command the tests run, so that each command starts in well under a second instead of
+spending ~10 s of CPU importing torch, transformers and MLflow (the bulk of the suite's
+time on CI's 2 cores).
+
+Each child is a real process, set up as ``python -m rlx.cli.main ARGS`` would be: its own
+working directory, environment, ``sys.path`` (the working directory, then PYTHONPATH,
+then the interpreter's own), stdin from /dev/null, stdout and stderr to files, fresh
+``random`` and numpy seeds, and a normal interpreter exit (atexit handlers run). It
+differs from a fresh interpreter in what was imported before it started: no rlx plugin,
+registry or CLI module is preloaded (their import is what plugin tests look at), and a
+warning a dependency prints while being imported shows up once in the zygote's stderr,
+not in each command's, so tests about a command's own output use a fresh process
+(``_cli.rlx(..., fresh=True)``). Anything else that Python reads only at start-up (a
+PYTHON* variable other than PYTHONPATH that differs from the zygote's) also sends the
+command to a fresh process. ``RLX_TEST_ZYGOTE=0`` sends every command there.
+
+Protocol, one JSON line each way: the test process sends ``{argv, env, cwd, out, err}``;
+the zygote answers ``{"pid": n}`` once the child is forked and ``{"code": n}`` when it has
+ended (``-N`` for signal N, as subprocess does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+# what a run imports and keeps: torch (with torch._dynamo, which every optimizer pulls
+# in), transformers' Llama/Qwen2 code, MLflow's client and SQL store, matplotlib
+PRELOAD = ("torch", "torch._dynamo", "torch.optim", "transformers", "transformers.models.llama.modeling_llama",
+           "transformers.models.qwen2.modeling_qwen2", "mlflow", "mlflow.tracking",
+           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+           "matplotlib.pyplot", "accelerate", "gymnasium", "numpy", "safetensors.torch", "sqlmodel", "pydantic",
+           "typer", "rich.console")
+
+
+def _preload() -> None:
+    import importlib
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a missing optional dependency: the child imports (or misses) it itself
+            pass
+
+
+def _child(req: dict, base_path: list[str]) -> int:
+    """Runs in the forked child: become ``python -m rlx.cli.main ARGV`` and return its exit code."""
+    import importlib
+    import random
+    import runpy
+
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [os.getcwd(), *extra, *base_path]
+    importlib.invalidate_caches()
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, path in ((1, req["out"]), (2, req["err"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+    sys.argv = ["rlx", *req["argv"]]
+    try:
+        runpy.run_module("rlx.cli.main", run_name="__main__", alter_sys=True)
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+
+
+def serve() -> int:
+    # the protocol keeps the pipes it was started with; stray prints go to stderr
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    base_path = sys.path[1:]  # this script's folder is sys.path[0]; a child gets its cwd there
+    _preload()
+    if threading.active_count() != 1:  # a fork copies only this thread: another one's locks would hang the child
+        replies.write(json.dumps({"unsafe": [t.name for t in threading.enumerate()]}) + "\n")
+        replies.flush()
+        return 0
+    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
+    replies.flush()
+    for line in requests:
+        req = json.loads(line)
+        sys.stdout.flush()  # nothing of the zygote's may land in the child's output
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            requests.close()
+            replies.close()
+            return _child(req, base_path)
+        replies.write(json.dumps({"pid": pid}) + "\n")
+        replies.flush()
+        _, status = os.waitpid(pid, 0)
+        replies.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())
