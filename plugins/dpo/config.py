@@ -22,3 +22,7 @@ class DPOConfig(BaseModel):
     nll_weight: float = Field(0.0, ge=0, description="Weight of a negative log-likelihood term on the chosen "
                                                       "completions (per-token mean; RPO, Pang et al. 2024), which "
                                                       "keeps DPO from lowering both sides' likelihood.")
+    length_groups: int = Field(
+        3, ge=0, le=16, description="Score each batch as interleaved pair rows (a pair's prompt runs once) in at most "
+                                    "this many length groups without their all-padding columns; 0: one pass over "
+                                    "the batch as laid out (the plain path; the same log-probs to float rounding).")

@@ -4,7 +4,8 @@ A batch holds ``n`` pairs as ``2n`` rows: the chosen completions, then the rejec
 each after its prompt. A completion's log-ratio is ``log pi(y|x) - log pi_ref(y|x)``
 summed over its tokens (per-token mean for ``ipo``). The reference's log-probs are
 computed once per pair, in ``prepare`` (and remembered across epochs of a file's pairs),
-never per optimizer step.
+never per optimizer step. Both models score a batch through ``scoring.pair_log_probs``:
+each pair's prompt once, in length groups without padding columns (``length_groups``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rlx.plugins.text.kinds import encode_pairs
 from rlx.policy import Policy
 
 from .losses import pair_logits, pair_loss
+from .scoring import pair_log_probs
 
 
 class DPO(Objective):
@@ -42,7 +44,7 @@ class DPO(Objective):
         keys = [2 * i + side for side in (0, 1) for i in ids]  # rows: chosen then rejected
         if all(i >= 0 for i in ids) and all(k in self._ref_cache for k in keys):
             return torch.tensor([self._ref_cache[k] for k in keys], device=batch["mask"].device)
-        ref_logp, _ = reference.log_probs(batch)
+        ref_logp = pair_log_probs(reference, batch, self.config.length_groups)
         seq = self._sequence_logps(ref_logp, batch["mask"])
         for k, v in zip(keys, seq.tolist()):
             if k >= 0:
@@ -61,7 +63,7 @@ class DPO(Objective):
 
     def loss(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
-        logp, _ = policy.log_probs(batch)
+        logp = pair_log_probs(policy, batch, c.length_groups)
         seq = self._sequence_logps(logp, batch["mask"])
         chosen, rejected = self._pair_terms(seq, batch["ref_logps"])
         logits = pair_logits(chosen, rejected, c.divergence, c.alpha)
@@ -91,8 +93,9 @@ class DPO(Objective):
         for start in range(0, len(pairs), chunk):
             part = pairs[start:start + chunk]
             batch = encode_pairs(policy, part)
-            seq = self._sequence_logps(policy.log_probs(batch)[0], batch["mask"])
-            ref = self._sequence_logps(reference.log_probs(batch)[0], batch["mask"])
+            groups = self.config.length_groups
+            seq = self._sequence_logps(pair_log_probs(policy, batch, groups), batch["mask"])
+            ref = self._sequence_logps(pair_log_probs(reference, batch, groups), batch["mask"])
             chosen, rejected = self._pair_terms(seq, ref)
             right += int((chosen > rejected).sum())
             margin += float((self.config.beta * (chosen - rejected)).sum())
