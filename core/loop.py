@@ -359,12 +359,14 @@ def train(cfg: Resolved, registry: Any, *, catalog: Any = None, command: str = "
     ``rlx.status``): FINISHED, FAILED (raises ``RlxError``) or KILLED by a signal (raises
     ``RunKilled``; see ``rlx.interrupts``)."""
     from rlx.interrupts import RunInterrupted, Signals, signal_name
+    from rlx.precision import denormals_flushed
 
     r = _Run(cfg, registry, catalog, opened=resume is not None)
     # under `accelerate launch` the same signal may reach a rank more than once; so may a
     # run a sweep supervises: its parent's death (PR_SET_PDEATHSIG) can signal it again
     # when a subreaper above it exits, which would cut the checkpointing step short
-    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ or "RLX_SWEEP_ID" in os.environ) as r.signals:
+    with Signals(dedupe_repeats="LOCAL_RANK" in os.environ or "RLX_SWEEP_ID" in os.environ) as r.signals, \
+            denormals_flushed(cfg.run.flush_denormal):
         try:
             _set_up(r, tracking_uri, resume)
             _open_tracking(r, command, resume)

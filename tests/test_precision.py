@@ -96,3 +96,24 @@ def test_a_bf16_run_keeps_fp32_master_weights_and_optimizer_state(tmp_path, monk
     state = seen["optimizer"].optimizer.state
     moments = [v for s in state.values() for k, v in s.items() if k in ("exp_avg", "exp_avg_sq")]
     assert moments and all(m.dtype == torch.float32 for m in moments)
+
+
+def test_denormals_are_flushed_inside_and_not_after():
+    """run.flush_denormal's context: a product below float32's normal range is zero inside,
+    and torch's own behaviour (kept) returns on leaving, also after an error."""
+    from rlx.precision import denormals_flushed
+
+    tiny = torch.tensor([1e-30], dtype=torch.float32)
+
+    def product() -> float:
+        return float((tiny * tiny.new_tensor([1e-10]))[0])
+
+    assert product() > 0  # torch's default: denormals kept
+    with denormals_flushed(True):
+        assert product() == 0.0
+    assert product() > 0
+    with pytest.raises(RuntimeError), denormals_flushed(True):
+        raise RuntimeError("boom")
+    assert product() > 0
+    with denormals_flushed(False):
+        assert product() > 0
