@@ -31,10 +31,15 @@ def clip_grads(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    total = _norm_per_tensor(grads)
     if max_norm != math.inf:
         torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
     return total
+
+
+def _norm_per_tensor(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``grads`` from one norm per tensor."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class SmallSteps:
@@ -68,7 +73,7 @@ class SmallSteps:
         if self._concat:
             total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
         else:
-            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            total = _norm_per_tensor(grads)
         # the coefficient as a Python float: three tensor ops on one number cost more
         # than the scaling itself; and no scaling at all within the bound
         coef = max_norm / (float(total) + 1e-6)

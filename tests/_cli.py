@@ -27,7 +27,7 @@ def rlx(*args: str, home: Path, paths: Iterable[Path] = (), timeout: int = 600, 
     env = cli_env(home, paths, **extra_env)
     cwd = cwd or home
     if not fresh:
-        done = _forked(list(args), env, cwd, timeout)
+        done = _ZYGOTE.run(list(args), env, cwd, timeout)
         if done is not None:
             return done
     return subprocess.run([sys.executable, "-m", "rlx.cli.main", *args], capture_output=True, text=True,
@@ -95,11 +95,6 @@ class _Zygote:
 
 
 _ZYGOTE = _Zygote()
-
-
-def _forked(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess | None:
-    """The command's result from a child of the zygote, or None where it must run fresh."""
-    return _ZYGOTE.run(argv, env, cwd, timeout)
 
 
 def close_zygote() -> None:
