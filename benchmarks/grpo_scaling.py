@@ -176,7 +176,8 @@ def fmt(e: float | None) -> str:
 def no_worse(rlx: float | None, trl: float | None) -> str:
     if rlx is None or trl is None:
         return "n/a (one point)"
-    return f"{'yes' if rlx <= trl else 'no'} ({fmt(rlx)} vs {fmt(trl)})"
+    # judged on the printed figures, so that a reader's check of the line agrees with it
+    return f"{'yes' if float(fmt(rlx)) <= float(fmt(trl)) else 'no'} ({fmt(rlx)} vs {fmt(trl)})"
 
 
 def report_axis(axis: str, points: list[Point], res: dict[Point, dict[str, Measured]], generations: int) -> None:
