@@ -6,7 +6,7 @@ time on CI's 2 cores).
 Each child is a real process, set up as ``python -m rlx.cli.main ARGS`` would be: its own
 working directory, environment, ``sys.path`` (the working directory, then PYTHONPATH,
 then the interpreter's own), stdin from /dev/null, stdout and stderr to files, fresh
-``random`` and numpy seeds, and a normal interpreter exit (atexit handlers run). It
+``random`` and numpy seeds, and an interpreter's exit less the module teardown (``_exit``). It
 differs from a fresh interpreter in what was imported before it started: no rlx plugin,
 registry or CLI module is preloaded (their import is what plugin tests look at), and a
 warning a dependency prints while being imported shows up once in the zygote's stderr,
@@ -81,14 +81,7 @@ def _child(req: dict, base_path: list[str]) -> int:
             return exc.code
         print(exc.code, file=sys.stderr)
         return 1
-
-
-def _run_child(req: dict, base_path: list[str]) -> int:
-    """``_child``, with what escapes it reported as the interpreter would: a traceback and
-    exit code 1; a KeyboardInterrupt ends the process by SIGINT."""
-    try:
-        return _child(req, base_path)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # as the interpreter: a traceback, then death by SIGINT
         traceback.print_exc()
         return -signal.SIGINT
     except BaseException:
@@ -122,7 +115,7 @@ def serve() -> int:
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     base_path = sys.path[1:]  # this script's folder is sys.path[0]; a child gets its cwd there
-    gc.disable()  # no collection may run between the preload and freeze(): it would write to every page
+    gc.disable()  # as gc.freeze's docs advise before a fork: no collection leaves freed gaps in shared pages
     _preload()
     gc.freeze()  # the preloaded objects are never collected, so a child's collections skip them
     if threading.active_count() != 1:  # a fork copies only this thread: another one's locks would hang the child
@@ -140,7 +133,7 @@ def serve() -> int:
             requests.close()
             replies.close()
             gc.enable()
-            _exit(_run_child(req, base_path))
+            _exit(_child(req, base_path))
         replies.write(json.dumps({"pid": pid}) + "\n")
         replies.flush()
         _, status = os.waitpid(pid, 0)
