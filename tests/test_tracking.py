@@ -141,3 +141,17 @@ def test_the_writer_outlives_signals_sent_to_the_process_group(tmp_path, monkeyp
     assert tracker._writer is not None and tracker._writer.proc is proc
     assert tracker.close("KILLED") is None
     assert _history(uri, tracker.run_id, "x") == [1, 2, 3]
+
+
+def test_a_run_that_ends_before_the_writer_is_ready_still_gets_system_metrics(tmp_path, monkeypatch):
+    """The writer process samples the system metrics; a run shorter than its start-up (a
+    short run on a busy machine) waits for it rather than ending without any."""
+    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "exp", "run", {}, {}, system_metrics=True)
+    assert tracker._writer is not None and not tracker._writer.ready()  # still importing MLflow
+    tracker.log_metrics({"x": 1.0}, 1)
+    assert tracker.close("FINISHED") is None
+    assert _history(uri, tracker.run_id, "x") == [1]
+    assert _history(uri, tracker.run_id, "system/cpu_utilization_percentage")
