@@ -222,7 +222,7 @@ class Tracker:
         if self._options["system_metrics"] and self._monitor is None and not ending:
             from rlx.tracking_writer import start_system_metrics
 
-            # the sampler died with the writer; its steps continue here
+            # the sampler died with the writer (or never started with it): it samples here
             self._monitor = start_system_metrics(self.uri, self.run_id, resumed=True)
         if writer.errors:
             self._error = self._error or writer.errors[0]
@@ -237,11 +237,12 @@ class Tracker:
 
     def _stop_writer(self) -> None:
         """Close the writer; whatever it did not answer for is then written here. A writer
-        still starting is waited for when it is to sample the system metrics: without it a
-        run that ends before the writer is ready (a short run on a busy machine) has none."""
+        still starting (the run was shorter than its start-up) is stopped, and the system
+        metrics it was to sample are sampled here instead, so the run has them too."""
         if self._writer is not None:
-            self._writer.close(wait_ready_s=_stall_s() if self._options["system_metrics"] else 0.0)
-            self._take_over(ending=True)
+            starting = not self._writer.ready()
+            self._writer.close()
+            self._take_over(ending=not starting)
 
     def _wait(self, done: threading.Event | threading.Thread) -> bool:
         """Wait for the drain thread; a writer that stalls past ``RLX_WRITER_STALL_S`` is
@@ -561,19 +562,6 @@ class _WriterProcess:
                 return False
         return self.is_ready and not self.dead
 
-    def _wait_ready(self, timeout: float) -> bool:
-        """``ready()``, waiting up to ``timeout`` seconds for the writer's first answer."""
-        deadline = time.monotonic() + timeout
-        while not self.ready() and not self.dead:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                self._next(left)
-            except queue.Empty:
-                return False
-        return self.ready()
-
     def send(self, msg: dict[str, Any]) -> bool:
         assert self.proc.stdin is not None
         try:
@@ -626,10 +614,9 @@ class _WriterProcess:
                 return msg
         return None
 
-    def close(self, wait_ready_s: float = 0.0) -> None:
-        """Ask it to finish and wait for it (``take_back`` then returns what it left undone).
-        One not yet ready is waited for up to ``wait_ready_s``, else stopped."""
-        if not self._wait_ready(wait_ready_s):  # never took any metric: nothing to wait for
+    def close(self) -> None:
+        """Ask it to finish and wait for it (``take_back`` then returns what it left undone)."""
+        if not self.ready():  # never took any metric: nothing to wait for
             self.kill()
             return
         if self.round_trip("close", "closed", timeout=_stall_s()) is not None:

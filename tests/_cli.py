@@ -48,8 +48,12 @@ class _Zygote:
     def _start(self) -> bool:
         import json
 
+        from _store_template import ENV, template
+
+        built = template()
+        env = {**self.env, ENV: str(built) if built else "0"}
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_zygote.py"))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                      bufsize=0)  # unbuffered: select() below must see every line
         first = self.proc.stdout.readline()
         if not first or "ready" not in json.loads(first):

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 # what a run imports and keeps: torch (with torch._dynamo, which every optimizer pulls
 # in), transformers' Llama/Qwen2 code, MLflow's client and SQL store, matplotlib
@@ -37,7 +38,7 @@ PRELOAD = ("torch", "torch._dynamo", "torch.optim", "transformers", "transformer
            "transformers.models.qwen2.modeling_qwen2", "mlflow", "mlflow.tracking",
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
            "matplotlib.pyplot", "accelerate", "gymnasium", "numpy", "safetensors.torch", "sqlmodel", "pydantic",
-           "typer", "rich.console")
+           "typer", "rich.console", "mlflow.transformers")
 
 
 def _preload() -> None:
@@ -49,6 +50,18 @@ def _preload() -> None:
             importlib.import_module(name)
         except Exception:  # a missing optional dependency: the child imports (or misses) it itself
             pass
+    try:  # which installed distribution holds which module: logging any MLflow model reads
+        # every installed distribution's metadata for it once per process (~1.3 s)
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+        _init_modules_to_packages_map()
+    except Exception:
+        pass
+    store = os.environ.get("RLX_TEST_STORE_TEMPLATE", "0")
+    if store != "0":
+        from _store_template import install
+
+        install(Path(store))
 
 
 def _child(req: dict, base_path: list[str]) -> int:

@@ -57,7 +57,23 @@ def example_site(tmp_path_factory) -> Path:
     return install_copy(root / "examples" / "rlx-example-plugin", tmp_path_factory.mktemp("example_plugin"))
 
 
+@pytest.fixture(autouse=True)
+def _store_template() -> None:
+    """A new MLflow store's schema is copied (``_store_template.py``), once MLflow's store
+    code is imported here: a test that does not use MLflow does not pay its import."""
+    import sys
+
+    if "mlflow.store.db.utils" in sys.modules:
+        from _store_template import install, template
+
+        path = template()
+        if path is not None:
+            install(path)
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     from _cli import close_zygote
+    from _store_template import remove
 
     close_zygote()
+    remove()

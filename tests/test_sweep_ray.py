@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from _cli import rlx
 
-pytestmark = pytest.mark.slow
+# one worker runs every Ray test: address="auto" would find another worker's cluster
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 ray = pytest.importorskip("ray")
 
 SPEC = '''
