@@ -39,6 +39,13 @@ def template() -> Path | None:
     return _built
 
 
+def use() -> None:
+    """Build the template (once) and install it in this process, unless turned off."""
+    path = template()
+    if path is not None:
+        install(path)
+
+
 def remove() -> None:
     """Delete the session's template (at the end of the session)."""
     if _built is not None:

@@ -57,10 +57,10 @@ def _preload() -> None:
         _init_modules_to_packages_map()
     except Exception:
         pass
-    store = os.environ.get("RLX_TEST_STORE_TEMPLATE", "0")
-    if store != "0":
-        from _store_template import install
+    from _store_template import ENV, install
 
+    store = os.environ.get(ENV, "0")
+    if store != "0":
         install(Path(store))
 
 

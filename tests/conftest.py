@@ -64,11 +64,9 @@ def _store_template() -> None:
     import sys
 
     if "mlflow.store.db.utils" in sys.modules:
-        from _store_template import install, template
+        from _store_template import use
 
-        path = template()
-        if path is not None:
-            install(path)
+        use()
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

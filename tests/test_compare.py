@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +68,11 @@ class Store:
         return run_id
 
 
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its schema created once (a few seconds), copied per test."""
-    from mlflow.tracking import MlflowClient
-
-    root = tmp_path_factory.mktemp("empty_store")
-    MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db").search_experiments()
-    return root / "mlflow.db"
-
-
 @pytest.fixture
-def store(empty_db, tmp_path) -> Store:
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
+def store(tmp_path) -> Store:
+    from _store_template import use
+
+    use()  # the schema copied, not migrated afresh, for each test's store (a few seconds each)
     return Store(tmp_path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,10 @@ from pathlib import Path
 def _schema(db: Path) -> tuple[set, list, list]:
     con = sqlite3.connect(db)
     try:
-        tables = set(con.execute("SELECT type, name, sql FROM sqlite_master"))
+        # a table's clauses as a set: MLflow's own builds order a table's constraints
+        # differently from one process to the next (they come from a set)
+        tables = {(kind, name, frozenset(re.split(r",\s*\n", sql)) if sql else None)
+                  for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master")}
         version = con.execute("SELECT version_num FROM alembic_version").fetchall()
         experiments = con.execute("SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments")
         return tables, version, [(i, n, loc.replace(str(db.parent), "<root>"), s) for i, n, loc, s in experiments]
