@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable
 
 CLEAN = ("RLX_DISABLE_PLUGINS", "MLFLOW_TRACKING_URI", "RLX_CATALOG_URL", "RLX_DEBUG")
+# PYTHON* variables Python reads when used, not at start-up: a zygote child reads its own.
+# (ray.init sets PYTHONBREAKPOINT in its process for good: counting it sent every command
+# after the Ray tests to a fresh interpreter, 5-7x slower, unnoticed until fallbacks were counted)
+READ_WHEN_USED = ("PYTHONPATH", "PYTHONBREAKPOINT")
+
+
+def _startup(env: dict[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that only a new interpreter would take into account."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k not in READ_WHEN_USED}
 
 
 def cli_env(home: Path, paths: Iterable[Path] = (), **extra_env: str) -> dict[str, str]:
@@ -24,26 +36,93 @@ def rlx(*args: str, home: Path, paths: Iterable[Path] = (), timeout: int = 600, 
     """``python -m rlx.cli.main ARGS`` in its own process, forked from the suite's zygote
     (``_zygote.py``: the same process without re-importing torch and MLflow) unless
     ``fresh``: a new interpreter, for tests of what a command prints as a whole."""
+    proc = start(*args, home=home, paths=paths, cwd=cwd, fresh=fresh, **extra_env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(["rlx", *args], timeout, out, err) from None
+    return subprocess.CompletedProcess(["rlx", *args], proc.returncode, out, err)
+
+
+def start(*args: str, home: Path, paths: Iterable[Path] = (), cwd: Path | None = None, fresh: bool = False,
+          session: bool = False, **extra_env: str) -> "subprocess.Popen | Command":
+    """``rlx ARGS`` started, not waited for (see ``rlx``): a ``Popen`` or a ``Command``, which
+    answers the same calls. ``session``: in a session and process group of its own, as a
+    terminal or a scheduler starts ``rlx run`` (signal it with ``os.killpg(proc.pid, ...)``)."""
     env = cli_env(home, paths, **extra_env)
     cwd = cwd or home
     if not fresh:
-        done = _ZYGOTE.run(list(args), env, cwd, timeout)
-        if done is not None:
-            return done
-    return subprocess.run([sys.executable, "-m", "rlx.cli.main", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+        command = _ZYGOTE.start(list(args), env, cwd, session)
+        if command is not None:
+            return command
+    return subprocess.Popen([sys.executable, "-m", "rlx.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=session)
+
+
+class Command:
+    """An ``rlx`` command forked by the zygote, with the part of ``Popen``'s interface the
+    tests use. Its output goes to files, read once it has ended."""
+
+    def __init__(self, pid: int, replies: queue.Queue[int | None], folder: tempfile.TemporaryDirectory):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._replies = replies
+        self._folder = folder
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self._set(self._replies.get_nowait())
+            except queue.Empty:
+                pass
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self._set(self._replies.get(timeout=timeout))
+            except queue.Empty:
+                raise subprocess.TimeoutExpired(f"rlx (pid {self.pid})", timeout) from None
+        return self.returncode
+
+    def _set(self, code: int | None) -> None:
+        if code is None:
+            raise RuntimeError("the test zygote ended while a command was running; see its stderr above")
+        self.returncode = code
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        folder = Path(self._folder.name)
+        out, err = ((folder / n).read_text(errors="replace") for n in ("out", "err"))
+        self._folder.cleanup()
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # ended; its code is on the way
+                pass
+
+    def kill(self) -> None:
+        import signal
+
+        self.send_signal(signal.SIGKILL)
 
 
 class _Zygote:
-    """The test process's end of ``_zygote.py``: started on first use, one command at a time."""
+    """The test process's end of ``_zygote.py``: started on first use; a thread hands each
+    of its replies to the command it is about."""
 
     def __init__(self) -> None:
-        import threading
-
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.env = {k: v for k, v in os.environ.items() if k not in CLEAN and k != "PYTHONPATH"}
         self.usable = os.environ.get("RLX_TEST_ZYGOTE", "1") != "0" and hasattr(os, "fork")
+        self.waiting: dict[int, queue.Queue[int | None]] = {}
+        self.ids = 0
 
     def _start(self) -> bool:
         import json
@@ -53,41 +132,59 @@ class _Zygote:
         built = template()
         env = {**self.env, ENV: str(built) if built else "0"}
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_zygote.py"))],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                     bufsize=0)  # unbuffered: select() below must see every line
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         first = self.proc.stdout.readline()
         if not first or "ready" not in json.loads(first):
             self.usable = False
             self.proc.kill()
             return False
+        threading.Thread(target=self._read, args=(self.proc,), name="zygote-replies", daemon=True).start()
         return True
 
-    def run(self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float
-            ) -> subprocess.CompletedProcess | None:
+    def _read(self, proc: subprocess.Popen) -> None:
         import json
-        import select
-        import signal
-        import tempfile
+
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if "pid" in msg:
+                self.waiting[msg["id"]].put(msg["pid"])
+            else:
+                with self.lock:
+                    self.waiting.pop(msg["id"]).put(msg["code"])
+        with self.lock:  # the zygote ended: no command of it will answer
+            for replies in self.waiting.values():
+                replies.put(None)
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: Path, session: bool) -> Command | None:
+        import json
 
         # what Python reads only at start-up must be what the zygote started with
-        startup = {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH"}
-        if not self.usable or startup != {k: v for k, v in self.env.items() if k.startswith("PYTHON")}:
+        theirs, ours = _startup(env), _startup(self.env)
+        if not self.usable or theirs != ours:
+            if self.usable:  # a command several times slower than it need be: say why
+                import warnings
+
+                differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+                warnings.warn(f"rlx {' '.join(argv[:2])} ran in a fresh interpreter, not the test zygote: "
+                              f"{', '.join(differ)} differ from the zygote's", stacklevel=4)
             return None
-        with self.lock, tempfile.TemporaryDirectory(prefix="rlx-cmd-") as tmp:
+        folder = tempfile.TemporaryDirectory(prefix="rlx-cmd-")
+        with self.lock:
             if (self.proc is None or self.proc.poll() is not None) and not self._start():
+                folder.cleanup()
                 return None
-            out, err = Path(tmp, "out"), Path(tmp, "err")
-            self.proc.stdin.write((json.dumps({"argv": argv, "env": env, "cwd": str(cwd), "out": str(out),
-                                               "err": str(err)}) + "\n").encode())
-            pid = json.loads(self.proc.stdout.readline())["pid"]
-            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                json.loads(self.proc.stdout.readline())
-                raise subprocess.TimeoutExpired(["rlx", *argv], timeout, out.read_text(), err.read_text())
-            code = json.loads(self.proc.stdout.readline())["code"]
-            return subprocess.CompletedProcess(["rlx", *argv], code, out.read_text(errors="replace"),
-                                               err.read_text(errors="replace"))
+            self.ids += 1
+            replies: queue.Queue[int | None] = queue.Queue()
+            self.waiting[self.ids] = replies
+            self.proc.stdin.write((json.dumps({"id": self.ids, "argv": argv, "env": env, "cwd": str(cwd),
+                                               "out": str(Path(folder.name, "out")),
+                                               "err": str(Path(folder.name, "err")),
+                                               "session": session}) + "\n").encode())
+            self.proc.stdin.flush()
+        pid = replies.get()
+        if pid is None:
+            raise RuntimeError("the test zygote ended before it started a command; see its stderr above")
+        return Command(pid, replies, folder)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

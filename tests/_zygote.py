@@ -12,12 +12,16 @@ registry or CLI module is preloaded (their import is what plugin tests look at),
 warning a dependency prints while being imported shows up once in the zygote's stderr,
 not in each command's, so tests about a command's own output use a fresh process
 (``_cli.rlx(..., fresh=True)``). Anything else that Python reads only at start-up (a
-PYTHON* variable other than PYTHONPATH that differs from the zygote's) also sends the
-command to a fresh process. ``RLX_TEST_ZYGOTE=0`` sends every command there.
+PYTHON* variable, other than those in ``_cli.READ_WHEN_USED``, that differs from the
+zygote's) also sends the command to a fresh process, with a warning in the test report.
+``RLX_TEST_ZYGOTE=0`` sends every command there.
 
-Protocol, one JSON line each way: the test process sends ``{argv, env, cwd, out, err}``;
-the zygote answers ``{"pid": n}`` once the child is forked and ``{"code": n}`` when it has
-ended (``-N`` for signal N, as subprocess does).
+Protocol, one JSON line each way: the test process sends ``{id, argv, env, cwd, out, err,
+session}``; the zygote answers ``{"id": id, "pid": n}`` once the child is forked and
+``{"id": id, "code": n}`` when it has ended (``-N`` for signal N, as subprocess does). Children
+run at once (two racing ``rlx runs resume`` are two children). ``session``: the child starts a
+session of its own (``setsid``), as a terminal or a scheduler starts ``rlx run``, so that a
+signal sent to its process group reaches it and its descendants and not the zygote.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ def _preload() -> None:
         _init_modules_to_packages_map()
     except Exception:
         pass
+    try:  # the table of checkpoint key renamings transformers builds (~1,000 regexes, 0.6 s)
+        # at a process's first from_pretrained, then keeps: every run loads a model
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        get_checkpoint_conversion_mapping("llama")
+    except Exception:
+        pass
     from _store_template import ENV, install
 
     store = os.environ.get(ENV, "0")
@@ -70,6 +81,8 @@ def _child(req: dict, base_path: list[str]) -> int:
     import random
     import runpy
 
+    if req.get("session"):
+        os.setsid()
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
@@ -122,9 +135,20 @@ def _exit(code: int) -> None:
     os._exit(code & 0xFF)
 
 
+def _lines(fd: int, buffer: bytearray) -> tuple[list[bytes], bool]:
+    """The complete lines readable from ``fd`` now (it was ready); True once it is at its end."""
+    chunk = os.read(fd, 65536)
+    buffer += chunk
+    *lines, rest = bytes(buffer).split(b"\n")
+    buffer[:] = rest
+    return lines, not chunk
+
+
 def serve() -> int:
+    import select
+
     # the protocol keeps the pipes it was started with; stray prints go to stderr
-    requests = os.fdopen(os.dup(0), "r")
+    requests = os.dup(0)
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     base_path = sys.path[1:]  # this script's folder is sys.path[0]; a child gets its cwd there
@@ -135,23 +159,53 @@ def serve() -> int:
         replies.write(json.dumps({"unsafe": [t.name for t in threading.enumerate()]}) + "\n")
         replies.flush()
         return 0
-    replies.write(json.dumps({"ready": os.getpid()}) + "\n")
-    replies.flush()
-    for line in requests:
-        req = json.loads(line)
-        sys.stdout.flush()  # nothing of the zygote's may land in the child's output
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            requests.close()
-            replies.close()
-            gc.enable()
-            _exit(_child(req, base_path))
-        replies.write(json.dumps({"pid": pid}) + "\n")
+    # a child's end wakes the select below through this pipe (SIGCHLD's wakeup fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+
+    def reply(msg: dict) -> None:
+        replies.write(json.dumps(msg) + "\n")
         replies.flush()
-        _, status = os.waitpid(pid, 0)
-        replies.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
-        replies.flush()
+
+    reply({"ready": os.getpid()})
+    children: dict[int, object] = {}  # pid -> request id
+    buffer = bytearray()
+    ended = False
+    while not ended:
+        try:
+            ready, _, _ = select.select([requests, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+            while children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                reply({"id": children.pop(pid), "code": os.waitstatus_to_exitcode(status)})
+        if requests not in ready:
+            continue
+        lines, ended = _lines(requests, buffer)
+        for line in filter(None, lines):
+            req = json.loads(line)
+            sys.stdout.flush()  # nothing of the zygote's may land in the child's output
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (requests, wake_r, wake_w):
+                    os.close(fd)
+                replies.close()
+                gc.enable()
+                _exit(_child(req, base_path))
+            children[pid] = req["id"]
+            reply({"id": req["id"], "pid": pid})
+    for pid in children:  # the test process is gone: so are its commands
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
     return 0
 
 

@@ -4,22 +4,18 @@ SQLite, created by whichever process comes first): every run completes and is re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from _cli import cli_env, rlx
+from _cli import rlx, start
 
 pytestmark = pytest.mark.slow
 
 
 def test_four_runs_at_once_on_a_fresh_home(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-m", "rlx.cli.main", "run", "--seed", str(i), "--steps", "6",
-                               "--set", "run.batch_size=2", "--set", "objective.num_generations=4",
-                               "--set", "run.eval_every=3", "--set", "env.eval_size=16", "--set", "run.threads=1",
-                               "--set", "run.checkpoint_every=2", "--experiment", f"exp{i % 2}", "--no-progress"],
-                              env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(4)]
+    procs = [start("run", "--seed", str(i), "--steps", "6", "--set", "run.batch_size=2",
+                   "--set", "objective.num_generations=4", "--set", "run.eval_every=3", "--set", "env.eval_size=16",
+                   "--set", "run.threads=1", "--set", "run.checkpoint_every=2", "--experiment", f"exp{i % 2}",
+                   "--no-progress", home=tmp_path) for i in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err

@@ -22,7 +22,7 @@ import pytest
 from _cli import cli_env, make_plugin, rlx
 from test_run_status import FAULTY  # a reward that raises at its second call
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.writer_process]
 
 RUN = ["--objective", "grpo", "--reward", "prm", "--steps", "3", "--set", "run.batch_size=2",
        "--set", "objective.num_generations=2", "--set", "env.eval_size=8", "--set", "generation.max_new_tokens=16",

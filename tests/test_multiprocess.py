@@ -14,7 +14,7 @@ import time
 import pytest
 from _cli import cli_env, make_plugin, rlx
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.writer_process]
 
 COMMON = ["run", "--objective", "grpo", "--reward", "prm", "--seed", "5", "--steps", "4",
           "--set", "objective.num_generations=4", "--set", "run.eval_every=0", "--set", "env.eval_size=16",

@@ -4,7 +4,6 @@ gymnasium (CartPole learns; Pendulum's continuous-action return improves)."""
 from __future__ import annotations
 
 import math
-import sys
 import textwrap
 
 import pytest
@@ -254,17 +253,14 @@ def test_cartpole_learns(tmp_path):
     (seed 1: 302 here, 172 elsewhere), which is chaos, not a regression. A PPO that does
     not learn stays at its start (20-180)."""
     import json
-    import subprocess
 
-    from _cli import cli_env, make_plugin
+    from _cli import make_plugin, start
 
     site = make_plugin(tmp_path / "site", "stopat", STOP_AT_ENV_STEPS)
     seeds = (0, 1)
-    procs = [subprocess.Popen([sys.executable, "-m", "rlx.cli.main", "run", "--objective", "ppo", "--env", "gym",
-                               "--policy", "mlp", "--set", "env.id=CartPole-v1", "--seed", str(s),
-                               "--set", "run.eval_every=0", "--no-progress", "--experiment", f"seed{s}"],
-                              env=cli_env(tmp_path, [site]), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for s in seeds]
+    procs = [start("run", "--objective", "ppo", "--env", "gym", "--policy", "mlp", "--set", "env.id=CartPole-v1",
+                   "--seed", str(s), "--set", "run.eval_every=0", "--no-progress", "--experiment", f"seed{s}",
+                   home=tmp_path, paths=[site]) for s in seeds]
     for p in procs:
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err

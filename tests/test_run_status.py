@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from _cli import cli_env, make_plugin, rlx
+from _cli import make_plugin, rlx, start
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +68,7 @@ def test_exception_ends_failed(tmp_path):
 
 
 def test_ctrl_c_ends_killed(tmp_path):
-    cmd = [sys.executable, "-m", "rlx.cli.main", "run", "--reward", "verifier", "--steps", "100000",
-           "--experiment", "kill", *SMALL]
-    proc = subprocess.Popen(cmd, env=cli_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start("run", "--reward", "verifier", "--steps", "100000", "--experiment", "kill", *SMALL, home=tmp_path)
     db = tmp_path / "catalog.db"
     deadline = time.time() + 180
     while time.time() < deadline:

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from _cli import cli_env, make_plugin, rlx
+from _cli import make_plugin, rlx, start
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.writer_process]
 
 STEPS = 6
 SMALL = ["--steps", str(STEPS), "--set", "run.batch_size=2", "--set", "objective.num_generations=2",
@@ -93,11 +91,9 @@ def site(tmp_path_factory):
     return root
 
 
-def _start(home: Path, site: Path, *args: str, **env: str) -> subprocess.Popen:
+def _start(home: Path, site: Path, *args: str, **env: str):
     """``rlx run`` as a terminal or a scheduler starts it: a process group of its own."""
-    return subprocess.Popen([sys.executable, "-m", "rlx.cli.main", *args], env=cli_env(home, [site], **env),
-                            cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return start(*args, home=home, paths=[site], session=True, **env)
 
 
 def _catalog_run(home: Path, site: Path) -> dict:
@@ -237,10 +233,8 @@ def test_two_resumes_at_once_run_it_once(tmp_path, site):
     proc = _start(tmp_path, site, "run", *SMALL, RLX_TEST_SIGNAL_AT="2", RLX_TEST_SIGNAL="SIGTERM")
     proc.communicate(timeout=600)
     run = _agree(tmp_path, site, "KILLED")
-    racers = [subprocess.Popen([sys.executable, "-m", "rlx.cli.main", "runs", "resume", run["id"], "--no-progress"],
-                               env=cli_env(tmp_path, [site]), cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in racers]
+    racers = [start("runs", "resume", run["id"], "--no-progress", home=tmp_path, paths=[site]) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.communicate()[1]) for p in racers]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     loser = next(err for code, err in results if code == 2)
