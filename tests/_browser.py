@@ -454,12 +454,15 @@ class Ui:
 
 
 def _overview_drawn(ov: RunOverview) -> bool:
-    """The parts that arrive late are drawn: the rows of "Logged models (N)", and every
+    """The parts that arrive late are drawn: the rows of "Logged models (N)" with their
+    cells (the grid adds a row before its cells' text: read then, a row is all ''), and every
     logged model that says it is registered is also in "Registered models"."""
     registered = {f"{n} {v}" for n, v in ov.registered_models}
     if ov.loading:
         return False
     if ov.logged_models_heading >= 0 and len(ov.logged_models) < ov.logged_models_heading:
+        return False
+    if any(not m["name"] for m in ov.logged_models):
         return False
     return all(not m["registered"] or m["registered"] in registered for m in ov.logged_models)
 

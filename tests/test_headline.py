@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from _cli import rlx
 
-pytestmark = pytest.mark.slow
+# one worker under pytest -n: the module's run (its fixture) is then made once, not once per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("headline")]
 
 STEPS = 40
 ARGS = ["run", "--objective", "grpo", "--reward", "prm", "--seed", "0", "--steps", str(STEPS),
