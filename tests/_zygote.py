@@ -170,7 +170,7 @@ def serve() -> int:
         replies.flush()
 
     reply({"ready": os.getpid()})
-    children: dict[int, object] = {}  # pid -> request id
+    children: dict[int, int] = {}  # pid -> request id
     buffer = bytearray()
     ended = False
     while not ended:

@@ -71,6 +71,26 @@ def example_site(tmp_path_factory) -> Path:
     return install_copy(root / "examples" / "rlx-example-plugin", tmp_path_factory.mktemp("example_plugin"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_at_a_time(request, tmp_path_factory):
+    """Modules marked ``one_at_a_time(name)`` hold a file lock shared by the pytest -n workers
+    while they run: two Ray test modules at once, in two workers, would find each other's
+    cluster (``address="auto"``). (``--dist loadscope`` keeps a module's tests on one worker;
+    pytest-xdist's own ``xdist_group`` has no effect under pytest 9: it renames
+    ``item._nodeid``, which pytest 9 no longer reads.)"""
+    mark = request.node.get_closest_marker("one_at_a_time")
+    if mark is None:
+        yield
+        return
+    import fcntl
+
+    # the workers' base folders (popen-gwN) share their parent; a run without -n has its own
+    lock = tmp_path_factory.getbasetemp().parent / f"rlx-tests-{mark.args[0]}.lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _writer_process(request, monkeypatch) -> None:
     if request.node.get_closest_marker("writer_process"):

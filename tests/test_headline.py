@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from _cli import rlx
 
-# one worker under pytest -n: the module's run (its fixture) is then made once, not once per worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("headline")]
+pytestmark = pytest.mark.slow
 
 STEPS = 40
 ARGS = ["run", "--objective", "grpo", "--reward", "prm", "--seed", "0", "--steps", str(STEPS),

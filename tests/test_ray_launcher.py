@@ -28,7 +28,7 @@ from rlx.plugins.ray_launcher.config import RayLauncherConfig
 
 pytest.importorskip("ray")
 # one worker runs every Ray test: address="auto" would find another worker's cluster
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = pytest.mark.one_at_a_time("ray")
 
 from rlx.plugins.ray_launcher import launcher as ray_launcher  # noqa: E402
 from rlx.plugins.ray_launcher.launcher import NodeResult, RayLauncher  # noqa: E402

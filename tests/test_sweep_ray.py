@@ -12,7 +12,7 @@ import pytest
 from _cli import rlx
 
 # one worker runs every Ray test: address="auto" would find another worker's cluster
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = [pytest.mark.slow, pytest.mark.one_at_a_time("ray")]
 ray = pytest.importorskip("ray")
 
 SPEC = '''
