@@ -109,6 +109,46 @@ def _store_template() -> None:
         use()
 
 
+# Under `pytest -n 2 --dist loadscope --no-loadscope-reorder` a module's tests run on one
+# worker and modules are handed out in collection order. Longest first, so that the run
+# does not end with one worker idle while the other works through a long module (before:
+# ~110 s of one idle worker at the end). Seconds per module, summed from `pytest -n 2
+# --durations=0` on 2026-12-03 (2-core CI-like machine): only the order matters; a module
+# not listed runs after these, in its usual order.
+LONGEST_FIRST = (
+    "test_sweep.py",  # 218 s
+    "test_multiprocess.py",  # 215
+    "test_benchmarks.py",  # 207
+    "test_bench_dpo_vs_trl.py",  # 162
+    "test_ray_launcher.py",  # 161
+    "test_bench_grpo_scaling.py",  # 129
+    "test_bench_grpo_vs_trl.py",  # 112
+    "test_ui.py",  # 109
+    "test_scaffold.py",  # 106
+    "test_ppo.py",  # 104
+    "test_signals.py",  # 99
+    "test_mlflow_ui.py",  # 91
+    "test_bench_overheads.py",  # 74
+    "test_bad_input.py",  # 72
+    "test_resume.py",  # 70
+    "test_headline.py",  # 69
+    "test_gpu_check.py",  # 64
+    "test_docs_plugins.py",  # 63
+    "test_sweep_ray.py",  # 59
+    "test_dqn.py",  # 56
+    "test_compare.py",  # 56
+    "test_reward_models.py",  # 50
+)
+_missing = [n for n in LONGEST_FIRST if not (Path(__file__).parent / n).exists()]
+if _missing:  # a renamed module would silently lose its place
+    raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names no such module: {', '.join(_missing)}")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module keeps its order
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     from _cli import close_zygote
     from _store_template import remove
