@@ -139,9 +139,28 @@ LONGEST_FIRST = (
     "test_compare.py",  # 56
     "test_reward_models.py",  # 50
 )
-_missing = [n for n in LONGEST_FIRST if not (Path(__file__).parent / n).exists()]
+
+# Modules that one worker runs one after the other (one scope of loadscope's): both start
+# Ray clusters, which must not overlap, and under the lock alone the second waited for the
+# first (56 s of one idle worker in a CI run here).
+SAME_WORKER = {"tests/test_ray_launcher.py": "ray", "tests/test_sweep_ray.py": "ray"}
+_missing = [n for n in (*LONGEST_FIRST, *(Path(m).name for m in SAME_WORKER))
+            if not (Path(__file__).parent / n).exists()]
 if _missing:  # a renamed module would silently lose its place
-    raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names no such module: {', '.join(_missing)}")
+    raise pytest.UsageError(f"tests/conftest.py names no such module: {', '.join(_missing)}")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        """loadscope (a module's tests on one worker), with SAME_WORKER's modules as one scope."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(module, module)
+
+    return ModuleGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -244,3 +244,71 @@ def test_td_loss_node_matches_the_plain_formula(huber):
     assert results[0][2].count_nonzero() == 9  # one entry per row: the taken action's
     leaf = q_all.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x: td_loss(x, actions, target + 0.3, huber)[0], (leaf,))
+
+
+class MLPQ:
+    discrete = True
+
+    def __init__(self, seed: int):
+        torch.manual_seed(seed)
+        self.model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def q_values(self, obs):
+        return self.model(obs)
+
+
+@pytest.mark.parametrize("double_q, tau", [(False, 1.0), (True, 1.0), (False, 0.5)])
+def test_batched_targets_train_as_one_pass_per_step(double_q, tau):
+    """``batched_targets`` (one draw and one target pass per block of steps up to the next
+    target update) against one draw and one pass per step: the same batches, targets,
+    losses and final weights, over updates whose blocks end mid-update."""
+    g = torch.Generator().manual_seed(1)
+    n = 300
+    data = {"obs": torch.randn(n, 4, generator=g), "actions": torch.randint(3, (n,), generator=g),
+            "rewards": torch.randn(n, generator=g), "next_obs": torch.randn(n, 4, generator=g),
+            "terminated": (torch.rand(n, generator=g) < 0.1).float()}
+    results = []
+    for batched in (True, False):
+        online, target = MLPQ(0), MLPQ(0)
+        dqn = dqn_with(online, target, batched_targets=batched, double_q=double_q, tau=tau, gradient_steps=7,
+                       target_update_interval=3, minibatch_size=16, learning_starts=1)
+        dqn.buffer.add(**data)
+        opt = torch.optim.Adam(online.model.parameters(), lr=1e-2)
+        torch.manual_seed(5)
+        losses, targets = [], []
+        for _update in range(3):
+            for mb in dqn.minibatches(Batch()):
+                loss, m = dqn.loss(online, mb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                targets.append(m["q/target"].item())
+        assert ("next_q_target" in mb) == batched
+        results.append((losses, targets, [p.detach().clone() for p in online.model.parameters()], dqn.grad_steps))
+    (lb, tb, wb, sb), (lp, tp, wp, sp) = results
+    assert sb == sp == 21
+    assert lb == pytest.approx(lp, rel=1e-5, abs=1e-6) and tb == pytest.approx(tp, rel=1e-5, abs=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(wb, wp))
+
+
+def test_batched_targets_draw_in_blocks_that_fit():
+    """Large transitions are drawn in blocks of at most BLOCK_BYTES, still ending at target updates."""
+    from rlx.plugins.dqn import objective
+
+    dqn = dqn_with(LinearQ(SWAP2), LinearQ(SWAP2), gradient_steps=10, target_update_interval=4, minibatch_size=2,
+                   learning_starts=1)
+    dqn.buffer.add(**transitions().tensors)
+    per_row = sum(v[0].numel() * v.element_size() for v in dqn.buffer.data.values())
+    sizes = []
+    real = dqn.buffer.sample
+    dqn.buffer.sample = lambda k: sizes.append(k) or real(k)
+    assert len(list(dqn.minibatches(Batch()))) == 10 and sizes == [8, 8, 4]  # 4 + 4 + 2 steps
+    sizes.clear()
+    dqn.grad_steps = 0
+    old = objective.BLOCK_BYTES
+    try:
+        objective.BLOCK_BYTES = per_row * 2 * 3  # three steps' draws
+        assert len(list(dqn.minibatches(Batch()))) == 10 and sizes == [6, 2, 6, 2, 4]
+    finally:
+        objective.BLOCK_BYTES = old

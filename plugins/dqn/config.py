@@ -22,6 +22,10 @@ class DQNConfig(BaseModel):
     loss: Literal["huber", "mse"] = Field("huber", description="TD loss: huber (smooth L1, delta 1) or mse.")
     double_q: bool = Field(True, description="Double DQN: the online network picks the next action, "
                                              "the target network values it (False: the target's max).")
+    batched_targets: bool = Field(True, description="Draw the batches of the gradient steps up to the next target "
+                                                    "update at once and run the target network over all their next "
+                                                    "observations in one pass (the same draws and values as one pass "
+                                                    "per step, fewer small ops; False: one pass per step).")
     # target network
     target_update_interval: int = Field(128, ge=1, description="Gradient steps between target network updates.")
     tau: float = Field(1.0, gt=0, le=1, description="Target update weight: 1 copies the online network (hard update), "

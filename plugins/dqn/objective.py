@@ -33,6 +33,9 @@ from rlx.policy import Policy, unwrap
 from .td_loss import td_loss
 
 TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+# the most replay rows drawn at once for ``batched_targets`` (CartPole: all 128 x 64 of an
+# update are 0.4 MB; 84 x 84 x 4 frames would be 230 MB, so they go in smaller blocks)
+BLOCK_BYTES = 32 * 2 ** 20
 
 
 def linear_epsilon(start: float, end: float, fraction: float, progress: float) -> float:
@@ -187,12 +190,33 @@ class DQN(Objective):
         c = self.config
         if len(self.buffer) < max(c.learning_starts, 1):
             return
-        for _ in range(c.gradient_steps):
-            yield self.buffer.sample(c.minibatch_size)
-            # resumed after the loop's optimizer step for that batch
-            self.grad_steps += 1
-            if self.grad_steps % c.target_update_interval == 0 and self.target is not None:
-                update_target(self.target.model, unwrap(self.online.model), c.tau)
+        left = c.gradient_steps
+        while left > 0:
+            # the gradient steps up to the next target update all see the same target network
+            k = min(left, c.target_update_interval - self.grad_steps % c.target_update_interval, self._block_cap())
+            for mb in (self._drawn_together(k) if c.batched_targets and k > 1 and self.target is not None
+                       else (self.buffer.sample(c.minibatch_size) for _ in range(k))):
+                yield mb
+                # resumed after the loop's optimizer step for that batch
+                self.grad_steps += 1
+                if self.grad_steps % c.target_update_interval == 0 and self.target is not None:
+                    update_target(self.target.model, unwrap(self.online.model), c.tau)
+            left -= k
+
+    def _block_cap(self) -> int:
+        """Gradient steps whose draws fit in ``BLOCK_BYTES`` (small observations: all of an update)."""
+        per_row = sum(v[0].numel() * v.element_size() for v in self.buffer.data.values())
+        return max(1, BLOCK_BYTES // max(1, per_row * self.config.minibatch_size))
+
+    def _drawn_together(self, k: int) -> list[Batch]:
+        """``k`` minibatches from one draw of ``k x minibatch_size`` (the generator's stream is
+        the same as ``k`` draws), each with ``next_q_target`` from one target pass over all."""
+        m = self.config.minibatch_size
+        drawn = self.buffer.sample(k * m)
+        with torch.no_grad():
+            next_q = self.target.q_values(drawn["next_obs"])
+        return [Batch({**{key: drawn[key][i * m:(i + 1) * m] for key in TRANSITION_KEYS},
+                       "next_q_target": next_q[i * m:(i + 1) * m]}) for i in range(k)]
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
@@ -200,8 +224,8 @@ class DQN(Objective):
             raise RuntimeError("DQN.loss needs the target network; prepare() was not called")
         with torch.no_grad():
             next_online = policy.q_values(batch["next_obs"]) if c.double_q else None
-            target = td_target(batch["rewards"], batch["terminated"], self.target.q_values(batch["next_obs"]),
-                               c.gamma, next_online)
+            next_q = batch["next_q_target"] if "next_q_target" in batch else self.target.q_values(batch["next_obs"])
+            target = td_target(batch["rewards"], batch["terminated"], next_q, c.gamma, next_online)
         loss, q = td_loss(policy.q_values(batch["obs"]), batch["actions"], target, c.loss == "huber")
         # 0-d tensors: the loop averages them over the update's minibatches and reads them once
         return loss, {"loss/td": loss.detach(), "q/mean": q.mean(), "q/target": target.mean()}
