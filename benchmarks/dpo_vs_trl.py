@@ -484,7 +484,13 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--rlx-set", kv]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a child that crashes prints where, in every thread
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode < 0:  # killed by a signal (a TRL child once died of SIGSEGV in CI, not reproduced in 62 runs here)
+        sys.stderr.write(proc.stderr[-8000:])
+        print(f"the {lib} child was killed by signal {-proc.returncode} (its stack is on stderr); running it again",
+              flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])

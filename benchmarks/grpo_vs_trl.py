@@ -524,7 +524,13 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
         cmd += ["--rlx-set", kv]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a child that crashes prints where, in every thread
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode < 0:  # killed by a signal (a TRL child once died of SIGSEGV in CI, not reproduced in 62 runs here)
+        sys.stderr.write(proc.stderr[-8000:])
+        print(f"the {lib} child was killed by signal {-proc.returncode} (its stack is on stderr); running it again",
+              flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
@@ -621,7 +627,9 @@ def main() -> None:
                       f"{n * a.tokens / med[lib]:,.0f} generated tokens/s, peak RSS {rss[lib]:,.0f} MiB")
             ratio = med["rlx"] / med["trl"]
             cpu = {lib: statistics.median([x for o in v for x in o["cpu_s"]] or [math.nan]) for lib, v in res.items()}
-            print(f"{size}: ratio rlx/trl s/step {ratio:.3f} (target <= {0.5 if a.at_defaults else 0.8:.2f}; best rounds {best['rlx'] / best['trl']:.2f}); "
+            target = 0.5 if a.at_defaults else 0.8
+            print(f"{size}: ratio rlx/trl s/step {ratio:.3f} (target <= {target:.2f}; "
+                  f"best rounds {best['rlx'] / best['trl']:.2f}); "
                   f"process CPU s/step rlx {cpu['rlx']:.3f}, trl {cpu['trl']:.3f}, ratio {cpu['rlx'] / cpu['trl']:.2f}",
                   flush=True)
             if a.breakdown:
