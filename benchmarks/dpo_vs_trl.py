@@ -51,7 +51,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grpo_vs_trl import RESULT, adamw_kernel, capture_adamw, finish, prepare_model  # noqa: E402
+from grpo_vs_trl import RESULT, adamw_kernel, capture_adamw, finish, prepare_model, run_once_more_if_killed  # noqa: E402
 
 # What both libraries are given (the rest of each is printed from its live objects).
 LR = 1e-4
@@ -485,12 +484,7 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONFAULTHANDLER", "1")  # a child that crashes prints where, in every thread
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode < 0:  # killed by a signal (a TRL child once died of SIGSEGV in CI, not reproduced in 62 runs here)
-        sys.stderr.write(proc.stderr[-8000:])
-        print(f"the {lib} child was killed by signal {-proc.returncode} (its stack is on stderr); running it again",
-              flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = run_once_more_if_killed(lib, cmd, env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])

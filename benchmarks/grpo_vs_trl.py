@@ -511,6 +511,18 @@ def child_trl(a: argparse.Namespace) -> None:
 
 # -- the parent -----------------------------------------------------------------------------
 
+def run_once_more_if_killed(lib: str, cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A child's run; once more if a signal killed it (a TRL child once died of SIGSEGV in
+    CI, not reproduced in 62 runs here), its stack (PYTHONFAULTHANDLER) written to stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode < 0:
+        sys.stderr.write(proc.stderr[-8000:])
+        print(f"the {lib} child was killed by signal {-proc.returncode} (its stack is on stderr); running it again",
+              flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return proc
+
+
 def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", lib, "--model", str(model),
            "--steps", str(a.steps), "--warmup", str(a.warmup), "--prompts", str(a.prompts),
@@ -525,12 +537,7 @@ def run_child(lib: str, model: Path, a: argparse.Namespace) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONFAULTHANDLER", "1")  # a child that crashes prints where, in every thread
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode < 0:  # killed by a signal (a TRL child once died of SIGSEGV in CI, not reproduced in 62 runs here)
-        sys.stderr.write(proc.stderr[-8000:])
-        print(f"the {lib} child was killed by signal {-proc.returncode} (its stack is on stderr); running it again",
-              flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = run_once_more_if_killed(lib, cmd, env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])

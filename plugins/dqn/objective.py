@@ -211,12 +211,10 @@ class DQN(Objective):
     def _drawn_together(self, k: int) -> list[Batch]:
         """``k`` minibatches from one draw of ``k x minibatch_size`` (the generator's stream is
         the same as ``k`` draws), each with ``next_q_target`` from one target pass over all."""
-        m = self.config.minibatch_size
-        drawn = self.buffer.sample(k * m)
+        drawn = self.buffer.sample(k * self.config.minibatch_size)
         with torch.no_grad():
-            next_q = self.target.q_values(drawn["next_obs"])
-        return [Batch({**{key: drawn[key][i * m:(i + 1) * m] for key in TRANSITION_KEYS},
-                       "next_q_target": next_q[i * m:(i + 1) * m]}) for i in range(k)]
+            drawn["next_q_target"] = self.target.q_values(drawn["next_obs"])
+        return list(drawn.split(k))
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
