@@ -142,7 +142,7 @@ class OptimSettings(BaseModel):
     schedule: Literal["constant", "linear"] = Field("constant", description="Learning rate after warm-up: constant, "
                                                                             "or linear decay to 0 at the last step.")
     kernel: Literal["auto", "single", "foreach", "fused"] = Field(
-        "auto", description="AdamW implementation; auto: fused for control policies, single-tensor for LMs.")
+        "auto", description="AdamW implementation; auto: fused (one pass per tensor; the fastest here).")
 
 
 SETTINGS = {"run": RunSettings, "generation": GenerationSettings, "optim": OptimSettings}

@@ -54,8 +54,9 @@ class EnvironmentKind(ABC):
     Required: ``collect``. Everything else has a default that suits a kind whose
     steps are counted by ``run.steps`` and which has no evaluation of its own."""
 
-    # thousands of optimizer steps on small networks (classic control): the loop then uses
-    # fused AdamW and one flat gradient clip, where per-tensor overhead would dominate
+    # thousands of optimizer steps on small networks (classic control): the loop then calls
+    # the fused AdamW kernel directly and clips with one flat norm, where per-tensor
+    # overhead would dominate
     small_steps: bool = False
 
     def __init__(self, config: "BaseModel | None" = None, *, context: KindContext):

@@ -167,3 +167,96 @@ def test_decode_in_bf16_picks_what_the_model_under_autocast_rates_best(tiny, kin
     with torch.no_grad():
         fp32 = model(input_ids=full, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
     assert not torch.equal(fp32[:, ids.shape[1] - 1:-1], logits)  # the reference really ran in bf16
+
+
+@pytest.mark.parametrize("kind", ["tiny", "llama"])
+def test_written_out_attention_scores_as_sdpa_does(tiny, kind, monkeypatch):
+    """``policy.attention=rlx`` (the default): in bf16 on a CPU the scoring passes write
+    attention out instead of calling SDPA, and rotate queries and keys in bf16. Log-probs
+    and gradients are as close to fp32 as transformers' own bf16 ones, left-padded rows give
+    no NaN, grouped-query heads are read right; in fp32, and past ``WRITTEN_OUT_SCORES``,
+    SDPA runs and the results are SDPA's exactly."""
+    import copy
+    import types
+
+    from rlx.plugins.hf import attention
+
+    base = copy.deepcopy(tiny.model) if kind == "tiny" else _random(kind)
+    for m in base.modules():  # the shared fixture's model came through a policy: undo its paths
+        vars(m).pop("forward", None)
+    base.set_attn_implementation("sdpa")
+    plain = HFPolicy(HFConfig(attention="model"), model=copy.deepcopy(base), tokenizer=tiny.tokenizer)
+    rotated = HFPolicy(HFConfig(attention="model"), model=copy.deepcopy(base), tokenizer=tiny.tokenizer)
+    rotary = rotated.model.model.rotary_emb
+    rotary.forward = types.MethodType(attention._rotary_forward, rotary)  # SDPA after the same rotation
+    fast = HFPolicy(HFConfig(), model=copy.deepcopy(base), tokenizer=tiny.tokenizer)
+    assert plain.model.config._attn_implementation == "sdpa"
+    assert fast.model.config._attn_implementation == attention.NAME
+    prompts = [p for p in PROMPTS for _ in range(3)]  # unequal lengths: left padding; groups: shared prompts
+    completions = ["12", "4+5=9", "x", "31", "0", "123456", "7", "88", "5", "2", "2+2", "44"]
+    batch = plain.encode(prompts, completions)
+    assert (batch["attention_mask"] == 0).any()
+    calls = []
+    real = attention.written_out
+    monkeypatch.setattr(attention, "written_out", lambda *a: calls.append(1) or real(*a))
+
+    def score(pol, dtype):
+        pol.model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logp, _ = pol.log_probs(batch)
+        (logp * batch["mask"]).sum().backward()
+        return logp.detach(), {n: p.grad.clone() for n, p in pol.model.named_parameters() if p.grad is not None}
+
+    exact, g_exact = score(plain, torch.float32)
+    a, ga = score(plain, torch.bfloat16)
+    assert not calls
+    b, gb = score(fast, torch.bfloat16)
+    assert len(calls) == 2 * base.config.num_hidden_layers  # the prompt pass and the completion pass
+    live = batch["mask"].bool()
+    assert torch.isfinite(b).all() and not torch.equal(a, b)
+    # bf16 rounds differently in the two: each is held to its distance from fp32
+    err_a, err_b = (a - exact)[live].abs(), (b - exact)[live].abs()
+    assert float(err_b.max()) <= 1.5 * float(err_a.max()) and float(err_b.mean()) <= 1.5 * float(err_a.mean())
+    assert ga.keys() == gb.keys() == g_exact.keys() and len(ga) > 5
+    for n in ga:
+        scale = float(g_exact[n].norm()) + 1e-6
+        assert float((gb[n] - g_exact[n]).norm()) <= 1.5 * float((ga[n] - g_exact[n]).norm()) + 0.01 * scale, n
+    calls.clear()
+    b, _ = score(fast, torch.float32)
+    assert not calls and torch.equal(exact, b)
+    monkeypatch.setattr(attention, "WRITTEN_OUT_SCORES", 0)
+    a, _ = score(rotated, torch.bfloat16)
+    b, _ = score(fast, torch.bfloat16)
+    assert not calls and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "qwen2"])
+def test_fused_norms_give_the_same_values(tiny, kind):
+    """``policy.fused_norms`` (the default): RMSNorm through torch's fused kernel gives the
+    log-probs and gradients of transformers' own layers, bit for bit in fp32 and under bf16
+    autocast."""
+    import copy
+
+    from rlx.plugins.hf import norms
+
+    base = copy.deepcopy(tiny.model) if kind == "tiny" else _random(kind)
+    for m in base.modules():  # the shared fixture's model came through a policy: undo its norms
+        vars(m).pop("forward", None)
+    plain = HFPolicy(HFConfig(fused_norms=False), model=copy.deepcopy(base), tokenizer=tiny.tokenizer)
+    fast = HFPolicy(HFConfig(), model=copy.deepcopy(base), tokenizer=tiny.tokenizer)
+    assert norms.use(copy.deepcopy(plain.model)) == 2 * base.config.num_hidden_layers + 1
+    assert all("forward" not in vars(m) for m in plain.model.modules() if type(m).__name__ in norms._SAME)
+    batch = plain.encode([p for p in PROMPTS for _ in range(2)], ["12", "4+5=9", "x", "31", "0", "123", "7", "88"])
+    for dtype in (torch.float32, torch.bfloat16):
+        got = []
+        for pol in (plain, fast):
+            pol.model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                logp, _ = pol.log_probs(batch)
+            (logp * batch["mask"]).sum().backward()
+            got.append((logp.detach(), {n: p.grad for n, p in pol.model.named_parameters() if p.grad is not None}))
+        (a, ga), (b, gb) = got
+        assert torch.equal(a, b), dtype
+        assert ga.keys() == gb.keys() and len(ga) > 5
+        for n in ga:
+            assert torch.allclose(ga[n], gb[n], rtol=1e-5, atol=1e-7), (dtype, n)

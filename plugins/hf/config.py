@@ -13,6 +13,13 @@ class LMPaths(BaseModel):
                             "model.generate), model.generate otherwise; transformers: always model.generate.")
     share_prompts: bool = Field(
         True, description="Score rows that repeat a prompt (a GRPO group) with one pass over the prompt.")
+    attention: Literal["rlx", "model"] = Field(
+        "rlx", description="rlx: transformers' SDPA, with attention written out in bf16 on a CPU for short "
+                           "sequences (torch's CPU SDPA kernel is slow there); model: the implementation the "
+                           "model was loaded with.")
+    fused_norms: bool = Field(
+        True, description="Compute Llama and Qwen2 RMSNorm layers with torch's fused kernel (the same values, "
+                          "one pass over memory instead of six).")
 
 
 class HFConfig(LMPaths):

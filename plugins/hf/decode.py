@@ -108,18 +108,9 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Attention of ``q`` to the cache. In fp32, torch's SDPA, the kernel transformers runs
-    (the same tokens as ``generate``, bit for bit). In bf16 the scores' product and softmax
-    written out: SDPA's CPU kernel takes 1.1 ms a call in bf16 for one query over 40 keys
-    (0.27 ms written out, measured here; 32 rows, 8 heads), a third of the decode step."""
-    if q.dtype == torch.float32 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
-    if q.shape[1] != k.shape[1]:  # grouped-query: query head h reads key/value head h // (H / KVH)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+    """Attention of ``q`` to the cache with torch's SDPA, the kernel transformers runs (in
+    fp32 the same tokens as ``generate``, bit for bit)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
 def gumbel(gens: list[torch.Generator], steps: int, vocab: int) -> torch.Tensor:
@@ -155,17 +146,21 @@ def sample(model: Any, ids: torch.Tensor, attn: torch.Tensor, *, max_new_tokens:
     EOS is barred before ``min_new_tokens``, a finished row continues with ``pad``, and
     the loop ends when every row has finished.
 
-    On a CPU with N torch threads the rows are cut into N parts (between prompt groups),
-    each decoded by its own thread with one torch thread: a decode step's matmuls have one
-    row per sequence, too few for two threads to share one well (measured here: 64 rows,
-    2 cores, 18% faster at 27M parameters, 25% at 0.9M). Rows are independent, so the
-    tokens are the same."""
+    On a CPU with N torch threads, in fp32, the rows are cut into N parts (between prompt
+    groups), each decoded by its own thread with one torch thread: a decode step's matmuls
+    have one row per sequence, too few for two threads to share one well (measured here: 64
+    rows, 2 cores, 18% faster at 27M parameters, 25% at 0.9M). Rows are independent, so
+    the tokens are the same."""
     kw = dict(max_new_tokens=max_new_tokens, eos=eos, pad=pad, min_new_tokens=min_new_tokens,
               temperature=temperature)
     threads = torch.get_num_threads()
-    parts = _chunks(ids, attn, threads) if ids.device.type == "cpu" and threads > 1 and ids.shape[0] > 1 else []
     # autocast state is per thread: read here, carried to the parts as the weights' dtype
     w = _Layers(model, compute_dtype(model))
+    # bf16 products of a few rows run at the speed the weights stream from memory (AMX),
+    # and each part reads all of them: one part, all threads (64 x 32 tokens at 27M
+    # parameters: 1.41 s against 1.64 s split; in fp32 split 1.92 against 2.06 s)
+    split = ids.device.type == "cpu" and threads > 1 and ids.shape[0] > 1 and w.dtype == torch.float32
+    parts = _chunks(ids, attn, threads) if split else []
     if len(parts) < 2:
         return _sample(model, w, ids, attn, seeds=seeds, **kw)
     global _pool
@@ -214,7 +209,12 @@ def _decode(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
     cos_all, sin_all = m.rotary_emb(p, pos)
     cos_all, sin_all = cos_all[:, None].to(dtype), sin_all[:, None].to(dtype)  # [B, 1, L, D]
     key_ok = torch.cat([attn.bool(), torch.ones(B, T, dtype=torch.bool, device=dev)], 1)
-    kc = torch.empty(len(w.layers), B, KVH, L, D, device=dev, dtype=dtype)
+    # on a CPU the cache is fp32 whatever the products' dtype: its keys and values are the
+    # bf16 projections' own values, exactly, and attention over them runs in fp32, where a
+    # one-query attention call over 32 rows x 8 heads x 40 keys took 0.63 ms against 2.1 ms
+    # in bf16 (batched bf16 products of one row are slow on this CPU; measured 2026-12-03)
+    cache_dtype = torch.float32 if dev.type == "cpu" else dtype
+    kc = torch.empty(len(w.layers), B, KVH, L, D, device=dev, dtype=cache_dtype)
     vc = torch.empty_like(kc)
     scale = D ** -0.5
 
@@ -226,10 +226,10 @@ def _decode(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
             h = F.rms_norm(x, (x.shape[-1],), w1, w.eps).to(dtype)
             qkv = F.linear(h, wqkv, bqkv).view(b, n, H + 2 * KVH, D).transpose(1, 2)
             qk = _rope(qkv[:, :H + KVH], cos, sin)  # queries and keys in one pass
-            kc[li, rows, :, s:e] = qk[:, H:]
-            vc[li, rows, :, s:e] = qkv[:, H + KVH:]
-            o = _attend(qk[:, :H], kc[li, rows, :, :e], vc[li, rows, :, :e], mask, scale)
-            x = x + F.linear(o.transpose(1, 2).reshape(b, n, H * D), wo, bo)
+            kc[li, rows, :, s:e] = qk[:, H:].to(cache_dtype)
+            vc[li, rows, :, s:e] = qkv[:, H + KVH:].to(cache_dtype)
+            o = _attend(qk[:, :H].to(cache_dtype), kc[li, rows, :, :e], vc[li, rows, :, :e], mask, scale)
+            x = x + F.linear(o.transpose(1, 2).reshape(b, n, H * D).to(dtype), wo, bo)
             h = F.rms_norm(x, (x.shape[-1],), w2, w.eps).to(dtype)
             gu = F.linear(h, wgu)
             x = x + F.linear(F.silu(gu[..., :w.inter]) * gu[..., w.inter:], wd)

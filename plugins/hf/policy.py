@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
-from rlx.plugins.hf import decode
+from rlx.plugins.hf import attention, decode, norms
 from rlx.policy import LMPolicy, ModelTarget, unwrap
 
 
@@ -70,6 +70,10 @@ class HFPolicy(LMPolicy):
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if getattr(config, "attention", "rlx") == "rlx":
+            attention.use(model)
+        if getattr(config, "fused_norms", True):
+            norms.use(model)
         self.model = model
         self.tokenizer = tokenizer
         self._pieces: dict[int, str] = {}
