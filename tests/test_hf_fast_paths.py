@@ -260,3 +260,28 @@ def test_fused_norms_give_the_same_values(tiny, kind):
         assert ga.keys() == gb.keys() and len(ga) > 5
         for n in ga:
             assert torch.allclose(ga[n], gb[n], rtol=1e-5, atol=1e-7), (dtype, n)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "qwen2"])
+def test_bf16_decode_with_packed_matrices_picks_the_plain_tokens(tiny, kind, monkeypatch):
+    """In bf16 on a CPU the loop hands its matrices to oneDNN laid out once (``decode.packs``);
+    the tokens are those of the plain ``F.linear`` path, bit for bit."""
+    if not decode.packs(torch.bfloat16, torch.device("cpu")):
+        pytest.skip("this torch build has no oneDNN packed linear")
+    model = tiny.model.eval() if kind == "tiny" else _random(kind)
+    if kind == "qwen2":  # its q/k/v biases start at zero: make them count
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    tok = tiny.tokenizer
+    enc = tok([p for p in PROMPTS for _ in range(3)], return_tensors="pt", padding=True, add_special_tokens=False)
+    got = {}
+    for pack in (True, False):
+        monkeypatch.setattr(decode, "PACK", pack)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            w = decode._Layers(model, decode.compute_dtype(model), 12)
+            assert (w.linear is not torch.nn.functional.linear) == pack
+            got[pack] = decode.sample(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=20,
+                                      eos=tok.eos_token_id, pad=tok.pad_token_id, seeds=list(range(12)))
+    assert torch.equal(got[True], got[False])
