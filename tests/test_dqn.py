@@ -284,7 +284,7 @@ def test_batched_targets_train_as_one_pass_per_step(double_q, tau):
                 opt.step()
                 losses.append(loss.item())
                 targets.append(m["q/target"].item())
-        assert ("next_q_target" in mb) == batched
+        assert ("next_q_target" in mb) == batched and ("td_target" in mb) == (batched and not double_q)
         results.append((losses, targets, [p.detach().clone() for p in online.model.parameters()], dqn.grad_steps))
     (lb, tb, wb, sb), (lp, tp, wp, sp) = results
     assert sb == sp == 21

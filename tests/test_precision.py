@@ -68,9 +68,9 @@ def test_a_bf16_run_keeps_fp32_master_weights_and_optimizer_state(tmp_path, monk
     seen: dict[str, object] = {}
     layers = decode._Layers.__init__
 
-    def spy(self, model, dtype):
+    def spy(self, model, dtype, rows=None):
         seen["decode"] = dtype
-        layers(self, model, dtype)
+        layers(self, model, dtype, rows)
 
     monkeypatch.setattr(decode._Layers, "__init__", spy)
     import accelerate

@@ -210,20 +210,28 @@ class DQN(Objective):
 
     def _drawn_together(self, k: int) -> list[Batch]:
         """``k`` minibatches from one draw of ``k x minibatch_size`` (the generator's stream is
-        the same as ``k`` draws), each with ``next_q_target`` from one target pass over all."""
-        drawn = self.buffer.sample(k * self.config.minibatch_size)
+        the same as ``k`` draws), each with ``next_q_target`` from one target pass over all,
+        and, without double DQN (whose target reads the online network as it trains), the TD
+        targets themselves: elementwise, so the same values as per step, in 5 ops instead of 5k."""
+        c = self.config
+        drawn = self.buffer.sample(k * c.minibatch_size)
         with torch.no_grad():
             drawn["next_q_target"] = self.target.q_values(drawn["next_obs"])
+            if not c.double_q:
+                drawn["td_target"] = td_target(drawn["rewards"], drawn["terminated"], drawn["next_q_target"], c.gamma)
         return list(drawn.split(k))
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config
         if self.target is None:
             raise RuntimeError("DQN.loss needs the target network; prepare() was not called")
-        with torch.no_grad():
-            next_online = policy.q_values(batch["next_obs"]) if c.double_q else None
-            next_q = batch["next_q_target"] if "next_q_target" in batch else self.target.q_values(batch["next_obs"])
-            target = td_target(batch["rewards"], batch["terminated"], next_q, c.gamma, next_online)
+        if "td_target" in batch:
+            target = batch["td_target"]
+        else:
+            with torch.no_grad():
+                next_online = policy.q_values(batch["next_obs"]) if c.double_q else None
+                next_q = batch["next_q_target"] if "next_q_target" in batch else self.target.q_values(batch["next_obs"])
+                target = td_target(batch["rewards"], batch["terminated"], next_q, c.gamma, next_online)
         loss, q = td_loss(policy.q_values(batch["obs"]), batch["actions"], target, c.loss == "huber")
         # 0-d tensors: the loop averages them over the update's minibatches and reads them once
         return loss, {"loss/td": loss.detach(), "q/mean": q.mean(), "q/target": target.mean()}
