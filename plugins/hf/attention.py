@@ -93,6 +93,11 @@ def use(model: Any) -> bool:
     config = getattr(model, "config", None)
     if getattr(config, "_attn_implementation", None) not in ("sdpa", NAME) or not hasattr(model, "set_attn_implementation"):
         return False
+    # a model whose attention is not read from transformers' AttentionInterface (older remote
+    # code) cannot take it; asking would print transformers' warning into the run's output
+    can = getattr(model, "_can_set_attn_implementation", None)
+    if can is None or not can():
+        return False
     rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
     if isinstance(rotary, torch.nn.Module):
         # bound to the module, so a deep copy of the model (a reference model) rebinds it
