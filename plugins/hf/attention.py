@@ -5,9 +5,9 @@ Why: torch's CPU SDPA kernel is slow in bf16 at the sizes RL scoring passes run 
 ~50 tokens): in the forward and backward of the 27M-parameter medium model, its backward
 kernel alone took 0.64 of 2.3 s (8 calls), and the whole pass took 2.39 s against 1.48 s
 written out (measured here, bf16 autocast, 2 threads). Written out, attention is four
-small matrix products and a softmax, in fp32; it holds the score matrix for the backward, so it is taken only while that stays
-small (``WRITTEN_OUT_SCORES``); longer sequences keep SDPA, whose memory does not grow
-with the square of the length.
+small matrix products and a softmax, in fp32; it holds the score matrix for the backward,
+so it is taken only while that stays small (``WRITTEN_OUT_SCORES``); longer sequences keep
+SDPA, whose memory does not grow with the square of the length.
 
 Registered with transformers under ``NAME`` (with SDPA's mask function: boolean masks, or
 none for plain causal attention); :func:`use` sets it on a model.
@@ -36,10 +36,10 @@ def written_out(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mas
     ``[B, H, Tq, Tk]``; None: causal, the queries being the last ``Tq`` of the ``Tk``
     positions. A query that may attend nowhere (left padding) gets a uniform average
     rather than NaN, which the next layer would spread through every row's product."""
-    heads, kv_heads = query.shape[1], key.shape[1]
-    if heads != kv_heads:  # grouped-query: query head h reads key/value head h // (H / KVH)
-        key = key.repeat_interleave(heads // kv_heads, dim=1)
-        value = value.repeat_interleave(heads // kv_heads, dim=1)
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    # grouped-query: query head h reads key/value head h // (H / KVH), as in transformers
+    key, value = (repeat_kv(t, query.shape[1] // key.shape[1]) for t in (key, value))
     out_dtype = value.dtype
     with torch.autocast(query.device.type, enabled=False):
         scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
