@@ -75,7 +75,7 @@ class RunSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Arithmetic of training and sampling: bf16 (fp16: CUDA only) is accelerate's mixed "
                             "precision, fp32 master weights and optimizer state; auto: bf16 on a GPU that has it "
-                            "and on a CPU with AMX or AVX512-BF16 for policies of 5M+ parameters, else fp32 "
+                            "and on a CPU with AMX (policies of 0.25M+ parameters) or AVX512-BF16 (5M+), else fp32 "
                             "(the choice is tagged rlx.precision).")
     experiment: str | None = Field(None, description="MLflow experiment name (default: rlx/<task>, e.g. "
                                    "rlx/arithmetic, rlx/CartPole-v1); also its artifact folder: '/' separates "

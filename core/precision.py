@@ -16,9 +16,12 @@ from typing import Any, Iterator
 from rlx.errors import UsageError
 
 # below this many policy parameters bf16 buys nothing on a CPU, only its rounding: the casts
-# cost what the faster matrix products save (measured on an AVX512-BF16 CPU, 64 x 32-token
-# GRPO steps: 0.44-0.50 s in bf16 and in fp32 at 0.86M parameters; 3.6-3.9 s against ~6 s at 27M)
-AUTO_MIN_PARAMETERS = 5_000_000
+# cost what the faster matrix products save. It depends on the matrix unit. AVX512-BF16
+# (measured on such a CPU, 64 x 32-token GRPO steps): 0.44-0.50 s in bf16 and in fp32 at
+# 0.86M parameters, 3.6-3.9 s against ~6 s at 27M. AMX (measured on such a CPU, forward and
+# backward of 64 x 44 tokens through the hf policy's attention and norms): bf16 took 1.04x
+# fp32's time at 0.04M parameters, 0.86x at 0.28M, 0.66x at 0.86M, 0.69x at 2.9M.
+AUTO_MIN_PARAMETERS = {"amx_bf16": 250_000, "avx512_bf16": 5_000_000}
 
 ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -80,9 +83,10 @@ def choose(requested: str, device_type: str, parameters: int) -> Precision:
     feature = cpu_bf16()
     if not feature:
         return Precision("fp32", "auto: this CPU has no AMX or AVX512-BF16 (bf16 would be emulated)")
-    if parameters < AUTO_MIN_PARAMETERS:
+    least = AUTO_MIN_PARAMETERS[feature]
+    if parameters < least:
         return Precision("fp32", f"auto: the policy's {parameters / 1e6:.2f}M parameters are below "
-                                 f"{AUTO_MIN_PARAMETERS / 1e6:g}M, where bf16 stops paying on a CPU")
+                                 f"{least / 1e6:g}M, where bf16 stops paying on a CPU with {feature}")
     return Precision("bf16", f"auto: CPU has {feature}, policy has {parameters / 1e6:.1f}M parameters")
 
 

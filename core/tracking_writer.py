@@ -55,24 +55,44 @@ def send_with_retry(client: Any, run_id: str, metrics: list[Any], max_batch: int
     return error
 
 
-def start_system_metrics(uri: str, run_id: str, resumed: bool) -> Any:
+def start_system_metrics(uri: str, run_id: str, resumed: bool, since: tuple[float, Any] | None = None) -> Any:
     """MLflow's own system-metrics sampler on the run (CPU, memory, disk, network; GPUs when
-    nvidia-ml-py finds one), from a thread of this process; None if it cannot start."""
+    nvidia-ml-py finds one), from a thread of this process; None if it cannot start.
+    ``since`` (from ``cpu_mark()``) is where the first CPU sample's window opens; by default
+    here, and it spans at least half a second either way."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=uri)
-        _measure_first_cpu_sample(monitor)
+        _measure_first_cpu_sample(monitor, since or cpu_mark())
         monitor.start()
         return monitor
     except Exception:  # no psutil, a store that refuses: the run's own metrics matter more
         return None
 
 
-def _measure_first_cpu_sample(monitor: Any) -> None:
+def cpu_mark() -> tuple[float, Any]:
+    """The clock and the system's CPU times now: where a CPU-use window opens."""
+    import psutil
+
+    return time.monotonic(), psutil.cpu_times()
+
+
+def busy_percent(before: Any, after: Any) -> float:
+    """The share of CPU time not idle between two ``psutil.cpu_times()``, in percent (waiting
+    on I/O counts as idle, and guest time is already inside user time, as psutil counts)."""
+    fields = [f for f in before._fields if f not in ("guest", "guest_nice")]
+    delta = {f: max(getattr(after, f) - getattr(before, f), 0.0) for f in fields}
+    total = sum(delta.values())
+    idle = delta.get("idle", 0.0) + delta.get("iowait", 0.0)
+    return round(100.0 * (total - idle) / total, 1) if total > 0 else 0.0
+
+
+def _measure_first_cpu_sample(monitor: Any, since: tuple[float, Any]) -> None:
     """psutil's CPU figure covers the time since the calling thread's previous call, so the
-    sampler's first one reads 0.0 (there was none); it is measured over half a second
-    instead, in the sampler's thread."""
+    sampler's first one reads 0.0 (there was none). It is measured from ``since`` instead:
+    the writer passes the moment the run was opened, so the window holds the training
+    process's first work even when a short run is over before the sampler starts."""
     import psutil
     from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
 
@@ -81,7 +101,8 @@ def _measure_first_cpu_sample(monitor: Any) -> None:
 
         def first(cpu: Any = cpu, plain: Any = plain) -> None:
             plain()
-            cpu._metrics["cpu_utilization_percentage"][-1] = psutil.cpu_percent(interval=0.5)
+            time.sleep(max(0.0, since[0] + 0.5 - time.monotonic()))
+            cpu._metrics["cpu_utilization_percentage"][-1] = busy_percent(since[1], psutil.cpu_times())
             cpu.collect_metrics = plain  # later samples are MLflow's own
 
         cpu.collect_metrics = first
@@ -129,6 +150,7 @@ def main(argv: list[str]) -> int:
         os.nice(10)  # the run's end waits on this process, but training is idle then)
     except (AttributeError, OSError):
         pass
+    mark = cpu_mark()  # the first CPU sample counts from here (or from the run's opening)
     from mlflow.entities import Metric
 
     from rlx.tracking import _MAX_BATCH, _client
@@ -154,6 +176,7 @@ def main(argv: list[str]) -> int:
         if not line:
             return 0
         opened = json.loads(line)["open"]
+        mark = cpu_mark()
         uri, run_id = opened[0], opened[1]
         rlx_run_id = opened[2] if len(opened) > 2 else ""
         options = opened[3] if len(opened) > 3 else {}
@@ -177,7 +200,7 @@ def main(argv: list[str]) -> int:
             deaf = True
 
     say({"ready": 1})
-    monitor = start_system_metrics(uri, run_id, bool(options.get("resumed"))) if options.get("system_metrics") else None
+    monitor = start_system_metrics(uri, run_id, bool(options.get("resumed")), mark) if options.get("system_metrics") else None
     closed = False
     for line in sys.stdin:
         msg = json.loads(line)

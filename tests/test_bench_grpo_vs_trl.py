@@ -35,8 +35,8 @@ def test_grpo_vs_trl_smoke(tmp_path, mode):
     if mode == "matched":  # both fp32, the same AdamW kernel
         assert re.search(r"mixed precision\s+fp32 \(asked for\)\s+bf16 False, fp16 False\n", out)
         assert re.search(r"AdamW kernel\s+single-tensor \(foreach=False\)\s+single-tensor", out)
-    else:  # each its own: rlx's auto keeps the 0.86M policy in fp32 (bf16 does not pay there); TRL's bf16
-        assert re.search(r"mixed precision\s+fp32 \(auto: [^\n]+\)\s+bf16 True", out)
+    else:  # each its own: rlx's auto (fp32, or bf16 on a CPU with AMX); TRL's bf16
+        assert re.search(r"mixed precision\s+(?:fp32|bf16) \(auto: [^\n]+\)\s+bf16 True", out)
         assert re.search(r"gradient checkpointing\s+no \(not supported\)\s+True\n", out)
     assert "rlx completion lengths seen: min 4, max 4" in out
     assert "trl completion lengths seen: min 4, max 4" in out

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.writer_process]
 
 COMMON = ["run", "--objective", "grpo", "--reward", "prm", "--seed", "5", "--steps", "4",
           "--set", "objective.num_generations=4", "--set", "run.eval_every=0", "--set", "env.eval_size=16",
-          "--set", "generation.max_new_tokens=32", "--set", "run.checkpoint_every=0", "--no-progress"]
+          "--set", "generation.max_new_tokens=32", "--set", "run.checkpoint_every=0", "--no-progress",
+          # the tolerances below are fp32's rounding; auto may pick bf16 on a CPU with AMX
+          "--precision", "fp32"]
 
 
 def test_two_processes_match_one_with_double_batch(tmp_path):

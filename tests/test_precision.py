@@ -27,6 +27,15 @@ def test_auto_picks_bf16_on_a_bf16_cpu_for_a_big_enough_policy(cpu_has):
     assert small.name == "fp32" and small.accelerate == "no" and "0.86M" in small.why
 
 
+def test_with_amx_auto_takes_bf16_from_a_smaller_policy(cpu_has):
+    """AMX multiplies bf16 matrices fast enough to pay from about a quarter of a million
+    parameters; an MLP of a few thousand stays fp32."""
+    cpu_has("amx_bf16")
+    assert precision.choose("auto", "cpu", 860_000).name == "bf16"
+    mlp = precision.choose("auto", "cpu", 4_610)
+    assert mlp.name == "fp32" and "0.25M" in mlp.why and "amx_bf16" in mlp.why
+
+
 def test_auto_stays_fp32_where_bf16_would_be_emulated(cpu_has):
     cpu_has("")
     chosen = precision.choose("auto", "cpu", 500_000_000)

@@ -155,3 +155,38 @@ def test_a_run_that_ends_before_the_writer_is_ready_still_gets_system_metrics(tm
     assert tracker.close("FINISHED") is None
     assert _history(uri, tracker.run_id, "x") == [1]
     assert _history(uri, tracker.run_id, "system/cpu_utilization_percentage")
+
+
+def test_busy_percent_counts_what_is_not_idle():
+    import psutil
+
+    from rlx.tracking_writer import busy_percent
+
+    zero = psutil.cpu_times()._replace(**{f: 0.0 for f in psutil.cpu_times()._fields})
+    later = zero._replace(user=3.0, system=1.0, idle=5.0, iowait=1.0, guest=2.0)  # Linux's fields
+    assert busy_percent(zero, later) == 40.0  # guest time is inside user time already
+    assert busy_percent(later, later) == 0.0
+
+
+def test_the_first_cpu_sample_covers_work_done_before_the_sampler_started(tmp_path):
+    """A short run can be over before the sampler's thread starts; its first CPU sample
+    still measures the window from the run's opening, not an idle half second after it."""
+    import psutil
+    from mlflow.tracking import MlflowClient
+
+    from rlx.tracking_writer import cpu_mark, start_system_metrics, stop_system_metrics
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    mark = cpu_mark()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:  # the run's work: one core busy for a second
+        sum(i * i for i in range(1000))
+    monitor = start_system_metrics(uri, run_id, False, mark)
+    assert monitor is not None
+    time.sleep(1.0)  # idle while the sampler takes its first sample
+    stop_system_metrics(monitor)
+    first = client.get_metric_history(run_id, "system/cpu_utilization_percentage")[0].value
+    cores = psutil.cpu_count() or 1
+    assert first >= 100.0 / cores / 4, f"the first sample missed the busy second: {first}"
