@@ -191,9 +191,9 @@ def child_rlx(a: argparse.Namespace) -> None:
     fed = Fed()
     # shared_prompt_passes counts the training passes only (the held-out pairs' passes share
     # prompts whenever a pair is alone in its batch)
-    live: dict[str, Any] = {"shared_prompt_passes": 0, "training": False}
+    live: dict[str, Any] = {"shared_prompt_passes": 0, "training": False, "packed": None}
 
-    loss_fn, prepare_fn, shared_fn = DPO.loss, DPO.prepare, HFPolicy._forward_shared
+    loss_fn, prepare_fn, shared_fn, packed_fn = DPO.loss, DPO.prepare, HFPolicy._forward_shared, HFPolicy._forward_packed
 
     def loss(self: Any, policy: Any, batch: Any) -> Any:  # what the policy pass is given
         width = batch["actions"].shape[1]
@@ -218,8 +218,18 @@ def child_rlx(a: argparse.Namespace) -> None:
         live["shared_prompt_passes"] += live["training"]
         return shared_fn(self, *args, **kwargs)
 
+    def forward_packed(self: Any, ids: Any, attn: Any, T: int, *args: Any, **kwargs: Any) -> Any:
+        out = packed_fn(self, ids, attn, T, *args, **kwargs)
+        if out is not None and live["training"] and live["packed"] is None:  # the first training pass's layout
+            from rlx.plugins.hf.packing import lay_out_once
+
+            laid = lay_out_once(ids, attn, T, share_prompts=self.config.share_prompts)
+            live["packed"] = (*laid.ids.shape, int(attn.sum()), self.config.share_prompts)
+        return out
+
     DPO.loss, DPO.prepare = loss, prepare  # type: ignore[method-assign]
     HFPolicy._forward_shared = forward_shared  # type: ignore[method-assign]
+    HFPolicy._forward_packed = forward_packed  # type: ignore[method-assign]
     if clock:
         from rlx.small_steps import SmallSteps
 
@@ -309,8 +319,10 @@ def rlx_settings(a: argparse.Namespace, d: dict[str, Any], live: dict[str, Any],
         "NLL term on chosen (RPO)": float(obj["nll_weight"]),
         "sequence log-prob": "mean over tokens" if obj["loss_type"] == "ipo" else "sum over completion tokens",
         "truncation": "none (rlx does not truncate)",
-        "prompt pass": ("once per pair (shared)" if live["shared_prompt_passes"]
+        "prompt pass": ("once per pair (shared)" if live["shared_prompt_passes"] or (live["packed"] or [0] * 4)[3]
                         else "once per row (chosen and rejected rows each)"),
+        "padding": ("packed (policy.packing): {} x {} slots for {} real tokens".format(*live["packed"][:3])
+                    if live["packed"] else "padded rows"),
         "optimizer": adamw.get("class"),
         "lr": adamw.get("lr"),
         "betas / eps": f"{adamw.get('betas')} / {adamw.get('eps')}",
@@ -456,6 +468,7 @@ def trl_settings(a: argparse.Namespace, trainer: Any, adamw: dict[str, Any]) -> 
         "truncation": "none (max_length None)" if args.max_length is None
                       else f"max_length {args.max_length}, {args.truncation_mode}",
         "prompt pass": "once per row (chosen and rejected rows each)",
+        "padding": "padding-free (padding_free)" if getattr(args, "padding_free", False) else "padded rows",
         "optimizer": adamw.get("class"),
         "lr": pg.get("initial_lr", pg["lr"]),
         "betas / eps": f"{tuple(pg['betas'])} / {pg['eps']}",

@@ -59,6 +59,13 @@ def test_dpo_vs_trl_smoke(tmp_path, mode):
         assert re.search(row("gradient checkpointing", r"no \(not supported\)", "True"), out)
         assert re.search(row("AdamW kernel", "fused", "fused"), out)
         assert re.search(row("truncation", r"none \(rlx does not truncate\)", "max_length 1024, keep_start"), out)
+    # rlx's policy packs the pairs (each prompt once) when that saves a fifth of the slots; TRL pads
+    packed = re.search(row("padding", r"packed \(policy\.packing\): (\d+) x (\d+) slots for (\d+) real tokens", "padded rows"), out)
+    if packed:
+        rows, width, real = map(int, packed.groups())
+        assert real <= rows * width and re.search(row("prompt pass", r"once per pair \(shared\)", r"once per row[^\n]*"), out)
+    else:
+        assert re.search(row("padding", "padded rows", "padded rows"), out)
     assert re.search(r"tiny: ratio rlx/trl s/step \d+\.\d\d \(target <= 0\.50", out)
 
 

@@ -1,6 +1,7 @@
 """DPO's fast scoring (interleaved pair rows sharing a prompt pass, length groups without
-padding columns: plugins/dpo/scoring.py) against the plain path, one pass over the batch as
-laid out, on the tiny checkpoint: the same per-row log-probs, losses and gradients."""
+padding columns: plugins/dpo/scoring.py; the policy's packed rows: policy.packing) against
+the plain path, one padded pass over the batch as laid out, on the tiny checkpoint: the
+same per-row log-probs, losses and gradients."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def policy():
     from rlx.plugins.tiny.policy import TinyPolicy
 
     torch.manual_seed(0)
-    p = TinyPolicy(TinyConfig())
+    p = TinyPolicy(TinyConfig(packing=False))  # the plain path pads; tests that pack say so
     p.model.eval()  # no dropout either way; the comparison is of the arithmetic
     return p
 
@@ -125,17 +126,22 @@ def _grads(policy) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("settings", [{}, {"loss_type": "ipo", "nll_weight": 1.0},
-                                      {"divergence": "js", "label_smoothing": 0.1, "length_groups": 1}])
+                                      {"divergence": "js", "label_smoothing": 0.1, "length_groups": 1},
+                                      {"packed": True}, {"packed": True, "loss_type": "ipo", "nll_weight": 1.0}])
 def test_loss_and_gradients_match_the_plain_path(policy, pairs, settings):
     from rlx.plugins.tiny.config import TinyConfig
     from rlx.plugins.tiny.policy import TinyPolicy
 
-    reference = TinyPolicy(TinyConfig())
+    settings = dict(settings)
+    packed = settings.pop("packed", False)
+    reference = TinyPolicy(TinyConfig(packing=False))
     with torch.no_grad():  # a policy a step away from its reference, so the log-ratios are not all 0
         for p in policy.model.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 1e-2)
     results = []
-    for groups in (0, settings.get("length_groups", 3)):
+    # the plain path, then the fast one: length groups, or one pass the policy packs
+    for groups, packs in ((0, False), (0, True) if packed else (settings.get("length_groups", 3), False)):
+        policy.config.packing = reference.config.packing = packs
         obj = DPO(DPOConfig(**{**settings, "length_groups": groups}))
         batch = encode_pairs(policy, pairs)
         obj.prepare(batch, policy, reference)
@@ -143,6 +149,8 @@ def test_loss_and_gradients_match_the_plain_path(policy, pairs, settings):
         loss, metrics = obj.loss(policy, batch)
         loss.backward()
         results.append((batch["ref_logps"], loss.detach(), metrics, _grads(policy)))
+    policy.config.packing = False
+    assert not packed or policy._packs is True  # the packed run really packed
     (ref0, loss0, m0, g0), (ref1, loss1, m1, g1) = results
     torch.testing.assert_close(ref1, ref0, rtol=0, atol=1e-4)
     torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6)
@@ -164,7 +172,7 @@ def test_held_out_metrics_match_the_plain_path(policy, pairs):
     from rlx.plugins.tiny.config import TinyConfig
     from rlx.plugins.tiny.policy import TinyPolicy
 
-    reference = TinyPolicy(TinyConfig())
+    reference = TinyPolicy(TinyConfig(packing=False))
     with torch.no_grad():
         for p in reference.model.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel() + 1)) * 1e-2)

@@ -120,7 +120,7 @@ def test_shared_prompt_scoring_matches_per_row_scoring(tiny, monkeypatch):
     real = tiny._forward_shared
     monkeypatch.setattr(tiny, "_forward_shared", lambda *a, **k: shared.append(real(*a, **k)) or shared[-1])
     separate = TinyPolicy(TinyConfig())
-    separate.config.share_prompts = False
+    separate.config.share_prompts = separate.config.packing = False
     results = []
     for pol in (tiny, separate):
         pol.model.train()
@@ -285,3 +285,98 @@ def test_bf16_decode_with_packed_matrices_picks_the_plain_tokens(tiny, kind, mon
             got[pack] = decode.sample(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=20,
                                       eos=tok.eos_token_id, pad=tok.pad_token_id, seeds=list(range(12)))
     assert torch.equal(got[True], got[False])
+
+
+def _ragged_batch(policy):
+    """Prompts and completions of very different lengths: much of the padded batch is padding;
+    the last three rows repeat the first three prompts (not next to them, as DPO lays out)."""
+    prompts = ["Q:1+2\n", "Q:12+30*2-7\n", "Q:7*8\n", "Q:100-1-2-3+4\n", "Q:5\n", "Q:9*9\n"]
+    completions = ["A:3", "30*2=60\n12+60=72\n72-7=65\nA:65", "7*8=56\nA:56", "A:98", "A:5", "9*9=81\nA:81"]
+    return policy.encode(prompts + prompts[:3], completions + ["1+2=4\nA:4", "A:6", "7*8=54\nA:54"])
+
+
+def test_packing_lays_each_prompt_out_once_and_each_completion_after_it():
+    from rlx.plugins.hf import packing
+
+    # rows 0 and 1 share the prompt [3, 1, 4]; row 2 has its own; the last 3 columns are actions
+    ids = torch.tensor([[0, 3, 1, 4, 7, 8, 9], [0, 3, 1, 4, 5, 6, 0], [0, 0, 2, 2, 7, 0, 0]])
+    attn = (torch.arange(7) >= torch.tensor([[1], [1], [2]])).long() * torch.tensor([[1] * 7, [1] * 6 + [0], [1] * 5 + [0, 0]])
+    packed = packing.lay_out(ids, attn, 3, width=16)
+    assert packed is not None and packed.ids.shape == (1, 16)
+    flat, pos = packed.ids[0].tolist(), packed.positions[0].tolist()
+    # the shared unit: prompt once, then each completion without its last token, positions
+    # counting on from the prompt
+    u = flat.index(3)
+    assert flat[u:u + 7] == [3, 1, 4, 7, 8, 5] + flat[u + 6:u + 7] and pos[u:u + 6] == [0, 1, 2, 3, 4, 3]
+    mask = packed.mask[0, 0]
+    assert mask[u + 5, u + 2] and not mask[u + 5, u + 3] and not mask[u + 5, u + 4]  # row 1 sees its prompt, not row 0
+    assert mask[u + 4, u + 3] and not mask[u + 2, u + 3]  # causal
+    other = flat.index(2)
+    assert not mask[other + 1, u].any() and not mask[u + 1, other]  # units apart
+    assert packed.source.tolist()[0] == [u + 2, u + 3, u + 4] and packed.source.tolist()[1] == [u + 2, u + 5, -1]
+    assert packed.source.tolist()[2] == [other + 1, -1, -1]
+    unshared = packing.lay_out(ids, attn, 3, share_prompts=False, width=16)
+    assert unshared is not None and unshared.ids[0].tolist().count(3) == 2
+    full = torch.ones(3, 7, dtype=torch.long)
+    assert packing.lay_out(ids, full, 3, share_prompts=False) is None  # no padding to save
+
+
+@pytest.mark.parametrize("kind", ["tiny", "llama", "qwen2"])
+def test_packed_scoring_matches_padded_scoring(tiny, kind, monkeypatch):
+    """log_probs, entropies, values and gradients of a batch with much padding, packed and
+    padded (the plain path)."""
+    laid = []
+    real = HFPolicy._forward_packed
+    monkeypatch.setattr(HFPolicy, "_forward_packed", lambda *a, **k: laid.append(real(*a, **k)) or laid[-1])
+    results = []
+    for packs in (True, False):
+        if kind == "tiny":
+            pol = TinyPolicy(TinyConfig(packing=packs))
+        else:
+            pol = HFPolicy(HFConfig(packing=packs), model=_random(kind), tokenizer=build_tokenizer())
+        pol.model.train()
+        pol.add_value_head()
+        batch = _ragged_batch(pol)
+        logp, ent, value = pol.evaluate_actions(batch)
+        logp2, _ = pol.log_probs(batch)
+        (logp * batch["mask"]).sum().backward()
+        grads = {n: p.grad.clone() for n, p in pol.model.named_parameters() if p.grad is not None}
+        m = batch["mask"]
+        results.append((logp.detach() * m, logp2.detach() * m, ent.detach() * m, value.detach() * m, grads))
+    assert len(laid) == 2 and all(out is not None for out in laid)  # both calls of the first policy packed
+    (a, a2, ea, va, ga), (b, b2, eb, vb, gb) = results
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a2, b2, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ea, eb, rtol=0, atol=1e-4)
+    torch.testing.assert_close(va, vb, rtol=0, atol=1e-5)
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    for n in ga:
+        assert float((ga[n] - gb[n]).norm()) <= 1e-4 * float(gb[n].norm()) + 1e-7, n
+
+
+def test_a_model_that_ignores_the_packed_mask_is_not_packed(monkeypatch):
+    """Where the model does not take the 4D mask packing builds (as flash attention does
+    not), a packed row would let a sequence attend to the one before it: the policy
+    notices and pads."""
+    import transformers.models.llama.modeling_llama as llama
+
+    from rlx.plugins.hf import packing
+
+    plain = TinyPolicy(TinyConfig(packing=False))
+    batch = _ragged_batch(plain)
+    with torch.no_grad():
+        want = plain.log_probs(batch)[0] * batch["mask"]
+    real = llama.create_causal_mask
+
+    def causal_only(*args, **kwargs):  # a 4D mask read as no mask: plain causal over the row
+        if kwargs.get("attention_mask") is not None and kwargs["attention_mask"].dim() == 4:
+            kwargs["attention_mask"] = None
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llama, "create_causal_mask", causal_only)
+    assert not packing.keeps_rows_apart(plain.model)
+    pol = TinyPolicy(TinyConfig())
+    with torch.no_grad():
+        got = pol.log_probs(batch)[0] * batch["mask"]
+    assert pol._packs is False
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

@@ -23,6 +23,8 @@ class DPOConfig(BaseModel):
                                                       "completions (per-token mean; RPO, Pang et al. 2024), which "
                                                       "keeps DPO from lowering both sides' likelihood.")
     length_groups: int = Field(
-        3, ge=0, le=16, description="Score each batch as interleaved pair rows (a pair's prompt runs once) in at most "
-                                    "this many length groups without their all-padding columns; 0: one pass over "
-                                    "the batch as laid out (the plain path; the same log-probs to float rounding).")
+        0, ge=0, le=16, description="0: one pass over the batch as laid out, which a policy that packs padded "
+                                    "batches (hf, tiny: policy.packing) scores without its padding; >= 1: interleaved "
+                                    "pair rows (a pair's prompt runs once) in at most this many length groups without "
+                                    "their all-padding columns, for policies that do not pack (the same log-probs to "
+                                    "float rounding).")

@@ -5,7 +5,9 @@ each after its prompt. A completion's log-ratio is ``log pi(y|x) - log pi_ref(y|
 summed over its tokens (per-token mean for ``ipo``). The reference's log-probs are
 computed once per pair, in ``prepare`` (and remembered across epochs of a file's pairs),
 never per optimizer step. Both models score a batch through ``scoring.pair_log_probs``:
-each pair's prompt once, in length groups without padding columns (``length_groups``).
+by default one pass over it, which the hf and tiny policies pack without padding
+(``policy.packing``); ``length_groups`` runs each pair's prompt once, in length groups
+without padding columns, for policies that do not pack.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from rlx.batch import Batch
 from rlx.errors import UsageError
-from rlx.plugins.hf import attention, decode, norms
+from rlx.plugins.hf import attention, decode, norms, packing
 from rlx.policy import LMPolicy, ModelTarget, unwrap
 
 
@@ -77,6 +77,7 @@ class HFPolicy(LMPolicy):
         self.model = model
         self.tokenizer = tokenizer
         self._pieces: dict[int, str] = {}
+        self._packs: bool | None = None  # whether the model keeps packed sequences apart (checked once)
 
     @staticmethod
     def _load(config: Any) -> tuple[torch.nn.Module, Any]:
@@ -202,6 +203,10 @@ class HFPolicy(LMPolicy):
             out = self._forward_shared(ids, attn, pos, P, shared, hidden)
             if out is not None:
                 return out
+        if T and getattr(self.config, "packing", True):
+            out = self._forward_packed(ids, attn, T, hidden)
+            if out is not None:
+                return out
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attn, "position_ids": pos}
         if hidden:
             kwargs["output_hidden_states"] = True
@@ -242,6 +247,32 @@ class HFPolicy(LMPolicy):
             if hidden:
                 h = torch.cat([h, tail.hidden_states[-1]], 1)
         return logits.float(), h
+
+    def _forward_packed(self, ids: torch.Tensor, attn: torch.Tensor, T: int,
+                        hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``_forward`` for a batch with much padding (``packing``): its real tokens packed
+        into a few rows, each shared prompt once (``share_prompts``), only the columns that
+        predict an action through the LM head. None when packing would not save enough or
+        the model does not keep packed rows apart."""
+        packed = packing.lay_out_once(ids, attn, T, share_prompts=getattr(self.config, "share_prompts", True))
+        if packed is None:
+            return None
+        if self._packs is None:
+            self._packs = packing.keeps_rows_apart(unwrap(self.model))
+        if not self._packs:
+            return None
+        keep = packing.kept_columns(packed)
+        kw: dict[str, Any] = {"input_ids": packed.ids, "attention_mask": packed.mask, "position_ids": packed.positions,
+                              "use_cache": False}
+        if hidden:
+            kw["output_hidden_states"] = True
+        try:
+            out = self.model(**kw, logits_to_keep=keep)
+        except TypeError:  # models without logits_to_keep
+            out, keep = self.model(**kw), None
+        logits = packing.gather(out.logits.flatten(0, 1), packed, keep).float()
+        h = packing.gather(out.hidden_states[-1].flatten(0, 1), packed) if hidden else None
+        return logits, h
 
     def log_probs(self, batch: Batch, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits, _ = self._forward(batch)
