@@ -68,6 +68,7 @@ def headline() -> dict[str, str]:
             starts.append(acc[0][1])
             ends.append(acc[-1][1])
             times.append(dt)
+            print(f"  headline seed {seed}: eval/accuracy {acc[0][1]:.4f} -> {acc[-1][1]:.4f} ({dt:.0f} s)", flush=True)
             if seed == 0:  # what a user sees (stderr's eval lines, then the summary), with ~/.rlx paths
                 lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("step ")] + proc.stdout.splitlines()
                 sample = "\n".join(lines).replace(f"sqlite:///{home}/", "sqlite:///$HOME/.rlx/").replace(
