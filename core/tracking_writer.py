@@ -59,7 +59,7 @@ def start_system_metrics(uri: str, run_id: str, resumed: bool, since: tuple[floa
     """MLflow's own system-metrics sampler on the run (CPU, memory, disk, network; GPUs when
     nvidia-ml-py finds one), from a thread of this process; None if it cannot start.
     ``since`` (from ``cpu_mark()``) is where the first CPU sample's window opens; by default
-    here, and it spans at least half a second either way."""
+    here. That window closes one sampling interval later, or when the sampler stops."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -90,9 +90,11 @@ def busy_percent(before: Any, after: Any) -> float:
 
 def _measure_first_cpu_sample(monitor: Any, since: tuple[float, Any]) -> None:
     """psutil's CPU figure covers the time since the calling thread's previous call, so the
-    sampler's first one reads 0.0 (there was none). It is measured from ``since`` instead:
-    the writer passes the moment the run was opened, so the window holds the training
-    process's first work even when a short run is over before the sampler starts."""
+    sampler's first one reads 0.0 (there was none). The first sample is taken instead one
+    interval after ``since`` (the writer passes the moment the run was opened), or when the
+    sampler stops if that is sooner, and covers the whole of that window: a short run's
+    only sample is its CPU use from start to end, and a long run's samples follow each
+    other without a gap or an overlap."""
     import psutil
     from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
 
@@ -100,8 +102,8 @@ def _measure_first_cpu_sample(monitor: Any, since: tuple[float, Any]) -> None:
         plain = cpu.collect_metrics
 
         def first(cpu: Any = cpu, plain: Any = plain) -> None:
-            plain()
-            time.sleep(max(0.0, since[0] + 0.5 - time.monotonic()))
+            monitor._shutdown_event.wait(max(0.0, since[0] + monitor.sampling_interval - time.monotonic()))
+            plain()  # memory now, and psutil's start for this thread's next CPU figure
             cpu._metrics["cpu_utilization_percentage"][-1] = busy_percent(since[1], psutil.cpu_times())
             cpu.collect_metrics = plain  # later samples are MLflow's own
 

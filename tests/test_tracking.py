@@ -185,8 +185,10 @@ def test_the_first_cpu_sample_covers_work_done_before_the_sampler_started(tmp_pa
         sum(i * i for i in range(1000))
     monitor = start_system_metrics(uri, run_id, False, mark)
     assert monitor is not None
-    time.sleep(1.0)  # idle while the sampler takes its first sample
-    stop_system_metrics(monitor)
+    time.sleep(1.0)  # idle, within the first sampling interval (10 s)
+    stopping = time.monotonic()
+    stop_system_metrics(monitor)  # ends the first sample's window early
+    assert time.monotonic() - stopping < 5.0, "stopping waited out the sampling interval"
     first = client.get_metric_history(run_id, "system/cpu_utilization_percentage")[0].value
     cores = psutil.cpu_count() or 1
     assert first >= 100.0 / cores / 4, f"the first sample missed the busy second: {first}"
