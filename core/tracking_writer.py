@@ -98,11 +98,16 @@ def _measure_first_cpu_sample(monitor: Any, since: tuple[float, Any]) -> None:
     import psutil
     from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
 
+    # read here, not in the sampler's thread: an MLflow without them keeps its own first
+    # sample rather than losing the thread to an AttributeError
+    stopping, interval = getattr(monitor, "_shutdown_event", None), getattr(monitor, "sampling_interval", None)
+    if stopping is None or interval is None:
+        return
     for cpu in (m for m in monitor.monitors if isinstance(m, CPUMonitor)):
         plain = cpu.collect_metrics
 
         def first(cpu: Any = cpu, plain: Any = plain) -> None:
-            monitor._shutdown_event.wait(max(0.0, since[0] + monitor.sampling_interval - time.monotonic()))
+            stopping.wait(max(0.0, since[0] + interval - time.monotonic()))
             plain()  # memory now, and psutil's start for this thread's next CPU figure
             cpu._metrics["cpu_utilization_percentage"][-1] = busy_percent(since[1], psutil.cpu_times())
             cpu.collect_metrics = plain  # later samples are MLflow's own

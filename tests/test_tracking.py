@@ -192,3 +192,23 @@ def test_the_first_cpu_sample_covers_work_done_before_the_sampler_started(tmp_pa
     first = client.get_metric_history(run_id, "system/cpu_utilization_percentage")[0].value
     cores = psutil.cpu_count() or 1
     assert first >= 100.0 / cores / 4, f"the first sample missed the busy second: {first}"
+
+
+def test_an_mlflow_without_the_samplers_stop_event_keeps_its_own_first_sample():
+    """The first-sample window reads two private attributes of MLflow's monitor; without
+    them the CPU monitor is left as MLflow made it (its thread is not lost to an error)."""
+    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+
+    from rlx.tracking_writer import _measure_first_cpu_sample, cpu_mark
+
+    class Monitor:  # what a differently built MLflow monitor might look like
+        def __init__(self):
+            self.monitors = [CPUMonitor()]
+            self.sampling_interval = 10
+
+    monitor = Monitor()
+    plain = monitor.monitors[0].collect_metrics
+    _measure_first_cpu_sample(monitor, cpu_mark())
+    assert monitor.monitors[0].collect_metrics == plain
+    monitor.monitors[0].collect_metrics()  # MLflow's own sample, at once
+    assert len(monitor.monitors[0]._metrics["cpu_utilization_percentage"]) == 1

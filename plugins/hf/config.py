@@ -15,7 +15,8 @@ class LMPaths(BaseModel):
         True, description="Score rows that repeat a prompt (a GRPO group) with one pass over the prompt.")
     packing: bool = Field(
         True, description="Score a batch with much padding (a fifth of its slots or more) as packed rows: its "
-                          "real tokens end to end, positions restarting per sequence (the same log-probs).")
+                          "real tokens end to end, each shared prompt once, under a mask that keeps the "
+                          "sequences apart (the same log-probs).")
     attention: Literal["rlx", "model"] = Field(
         "rlx", description="rlx: transformers' SDPA, with attention written out in bf16 on a CPU for short "
                            "sequences (torch's CPU SDPA kernel is slow there); model: the implementation the "
