@@ -267,7 +267,7 @@ def test_bf16_decode_with_packed_matrices_picks_the_plain_tokens(tiny, kind, mon
     """In bf16 on a CPU the loop hands its matrices to oneDNN laid out once (``decode.packs``);
     the tokens are those of the plain ``F.linear`` path, bit for bit."""
     if not decode.packs(torch.bfloat16, torch.device("cpu")):
-        pytest.skip("this torch build has no oneDNN packed linear")
+        pytest.skip("this torch build or CPU has no oneDNN packed bf16 linear")
     model = tiny.model.eval() if kind == "tiny" else _random(kind)
     if kind == "qwen2":  # its q/k/v biases start at zero: make them count
         with torch.no_grad():
@@ -285,6 +285,22 @@ def test_bf16_decode_with_packed_matrices_picks_the_plain_tokens(tiny, kind, mon
             got[pack] = decode.sample(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=20,
                                       eos=tok.eos_token_id, pad=tok.pad_token_id, seeds=list(range(12)))
     assert torch.equal(got[True], got[False])
+
+
+def test_packed_matrices_only_where_the_cpu_has_the_instructions_onednn_needs(monkeypatch):
+    """oneDNN's packed bf16 linear raises on a CPU without AVX-NE-CONVERT or AVX512 BW, VL
+    and DQ (an AVX2-only CPU): there the loop keeps ``F.linear``."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        pytest.skip("this torch build has no oneDNN packed linear")
+    cpu = torch.device("cpu")
+    avx2 = {"avx": True, "avx2": True, "avx512_bw": False, "avx512_vl": False, "avx512_dq": False,
+            "avx_ne_convert": False}
+    for caps, expected in ((avx2, False), ({**avx2, "avx_ne_convert": True}, True),
+                           ({**avx2, "avx512_bw": True, "avx512_vl": True, "avx512_dq": True}, True),
+                           ({**avx2, "avx512_bw": True, "avx512_vl": True}, False)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
+        assert decode.packs(torch.bfloat16, cpu) is expected, caps
+        assert not decode.packs(torch.float32, cpu)
 
 
 def _ragged_batch(policy):

@@ -69,10 +69,23 @@ PACK = True
 
 def packs(dtype: torch.dtype, device: torch.device) -> bool:
     """True if the loop's bf16 matrices are handed to oneDNN in its own blocked layout
-    (``_Layers``), where this torch build has the ops. Off: ``F.linear`` (the same values,
-    bit for bit: the same kernel, which otherwise re-lays each matrix out at every call)."""
+    (``_Layers``), where this torch build has the ops and the CPU the instructions they
+    need. Off: ``F.linear`` (the same values, bit for bit: the same kernel, which otherwise
+    re-lays each matrix out at every call)."""
     return (PACK and dtype == torch.bfloat16 and device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and _cpu_packs_bf16())
+
+
+def _cpu_packs_bf16() -> bool:
+    """Whether oneDNN's packed bf16 linear runs on this CPU: it needs AVX-NE-CONVERT or
+    AVX512 BW, VL and DQ, and raises on others (an AVX2-only CPU, where ``F.linear``
+    emulates bf16 instead)."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # a torch without the query: the plain path
+        return False
+    return bool(caps.get("avx_ne_convert") or all(caps.get(f) for f in ("avx512_bw", "avx512_vl", "avx512_dq")))
 
 
 def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
