@@ -594,8 +594,11 @@ def run_size(size: str, folder: Path, a: argparse.Namespace) -> tuple[dict[str, 
               f"peak RSS {rss[lib]:,.0f} MiB")
     ratio = med["rlx"] / med["trl"]
     cpu = {lib: statistics.median([x for o in v for x in o["cpu_s"]] or [math.nan]) for lib, v in res.items()}
+    # each round ran rlx and TRL back to back: their ratio is free of the machine's drift
+    # between rounds, which the pooled medians above mix in
     print(f"{size}: ratio rlx/trl s/step {ratio:.2f} (target <= 0.50; per round "
-          f"{', '.join(f'{x:.2f}' for x in per_round)}); process CPU s/step rlx {cpu['rlx']:.3f}, "
+          f"{', '.join(f'{x:.2f}' for x in per_round)}, their median {statistics.median(per_round):.2f}); "
+          f"process CPU s/step rlx {cpu['rlx']:.3f}, "
           f"trl {cpu['trl']:.3f}, ratio {cpu['rlx'] / cpu['trl']:.2f}", flush=True)
     if a.breakdown:
         print("per-phase medians (s), timed steps of every round (exclusive: nested phases not counted twice):")

@@ -66,7 +66,12 @@ def test_dpo_vs_trl_smoke(tmp_path, mode):
         assert real <= rows * width and re.search(row("prompt pass", r"once per pair \(shared\)", r"once per row[^\n]*"), out)
     else:
         assert re.search(row("padding", "padded rows", "padded rows"), out)
-    assert re.search(r"tiny: ratio rlx/trl s/step \d+\.\d\d \(target <= 0\.50", out)
+    summary = re.search(r"tiny: ratio rlx/trl s/step (\d+\.\d\d) \(target <= 0\.50; per round ([\d., ]+), "
+                        r"their median (\d+\.\d\d)\)", out)
+    assert summary, out[-1500:]
+    pooled, rounds, paired = summary.groups()
+    # one round: the pooled ratio, the round's and their median are one figure
+    assert pooled == paired == rounds.strip(), summary.group(0)
 
 
 def test_dpo_vs_trl_bad_input():

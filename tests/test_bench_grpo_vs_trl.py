@@ -40,4 +40,9 @@ def test_grpo_vs_trl_smoke(tmp_path, mode):
         assert re.search(r"gradient checkpointing\s+no \(not supported\)\s+True\n", out)
     assert "rlx completion lengths seen: min 4, max 4" in out
     assert "trl completion lengths seen: min 4, max 4" in out
-    assert "tiny: ratio rlx/trl s/step" in out
+    summary = re.search(r"tiny: ratio rlx/trl s/step (\d+\.\d+) \(target <= [\d.]+; best rounds (\d+\.\d\d); "
+                        r"per round ([\d., ]+), their median (\d+\.\d\d)\)", out)
+    assert summary, out[-1500:]
+    pooled, best, rounds, paired = summary.groups()
+    # one round: the pooled ratio (to its extra digit), the best round's, the round's and their median are one figure
+    assert best == rounds.strip() == paired and abs(float(pooled) - float(paired)) <= 0.0051, summary.group(0)
