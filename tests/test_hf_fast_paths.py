@@ -290,7 +290,8 @@ def test_bf16_decode_with_packed_matrices_picks_the_plain_tokens(tiny, kind, mon
 def test_packed_matrices_only_where_the_cpu_has_the_instructions_onednn_needs(monkeypatch):
     """oneDNN's packed bf16 linear raises on a CPU without AVX-NE-CONVERT or AVX512 BW, VL
     and DQ (an AVX2-only CPU): there the loop keeps ``F.linear``."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         pytest.skip("this torch build has no oneDNN packed linear")
     cpu = torch.device("cpu")
     avx2 = {"avx": True, "avx2": True, "avx512_bw": False, "avx512_vl": False, "avx512_dq": False,
