@@ -107,9 +107,11 @@ def test_the_mlflow_ui_shows_runs_named_grouped_described_and_registered(tmp_pat
     assert tags["mlflow.user"] and tags["rlx.host"] and tags["rlx.version"]
     assert "mlflow.source.git.commit" not in mruns[seeds[1]].data.tags  # not run from a git work tree
     assert "None" not in first.data.params.values() and "run.name" not in first.data.params  # unset: left out
-    cpu = client.get_metric_history(first.info.run_id, CPU)
+    cpu = sorted(client.get_metric_history(first.info.run_id, CPU), key=lambda m: (m.step, m.timestamp))
     assert cpu and all(0 <= m.value <= 100 for m in cpu)
-    assert cpu[0].value > 0, "the first CPU sample must measure something (psutil's first call reads 0.0)"
+    # every sample, if it fails: this has read 0.0 on CI once in several runs, not yet reproduced
+    assert cpu[0].value > 0, ("the first CPU sample must measure something (psutil's first call reads 0.0); "
+                              f"samples (step, ms, %): {[(m.step, m.timestamp, m.value) for m in cpu]}")
     # the policy as an MLflow model, registered, loaded back without rlx, generating
     assert tags["rlx.model_flavour"] == "transformers" and tags["rlx.registered_model"] == f"{MODEL}/1"
     model = client.get_logged_model(tags["rlx.model_id"])
