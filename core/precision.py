@@ -46,15 +46,21 @@ class Precision:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.name]
 
 
-def cpu_bf16() -> str:
-    """The CPU feature that makes bf16 matrix products fast (``amx_bf16`` or ``avx512_bf16``),
-    or "" when it has none and torch would emulate them."""
+def cpu_features() -> dict[str, bool]:
+    """torch's reading of this CPU's instruction sets (``avx2``, ``amx_bf16``, ...); empty
+    when this torch cannot tell, which callers read as "none of them"."""
     import torch
 
     try:
-        caps = torch.cpu.get_capabilities()
-    except (AttributeError, RuntimeError):  # a torch without the query: assume nothing
-        return ""
+        return dict(torch.cpu.get_capabilities())
+    except (AttributeError, RuntimeError):
+        return {}
+
+
+def cpu_bf16() -> str:
+    """The CPU feature that makes bf16 matrix products fast (``amx_bf16`` or ``avx512_bf16``),
+    or "" when it has none and torch would emulate them."""
+    caps = cpu_features()
     return next((f for f in ("amx_bf16", "avx512_bf16") if caps.get(f)), "")
 
 

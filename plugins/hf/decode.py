@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlx.precision import cpu_features
+
 # doubles of Gumbel noise drawn per block of steps (the draw for all steps at once
 # would hold B x T x V of them: gigabytes with a 150k-token vocabulary)
 _NOISE_BLOCK = 8_000_000
@@ -81,10 +83,7 @@ def _cpu_packs_bf16() -> bool:
     """Whether oneDNN's packed bf16 linear runs on this CPU: it needs AVX-NE-CONVERT or
     AVX512 BW, VL and DQ, and raises on others (an AVX2-only CPU, where ``F.linear``
     emulates bf16 instead)."""
-    try:
-        caps = torch.cpu.get_capabilities()
-    except (AttributeError, RuntimeError):  # a torch without the query: the plain path
-        return False
+    caps = cpu_features()
     return bool(caps.get("avx_ne_convert") or all(caps.get(f) for f in ("avx512_bw", "avx512_vl", "avx512_dq")))
 
 
