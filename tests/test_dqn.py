@@ -104,6 +104,26 @@ def test_act_is_epsilon_greedy():
     assert 0.4 < (a != greedy).float().mean() < 0.6  # uniform over two actions: half differ
 
 
+def test_act_one_copy_at_a_time_reproducible_across_pool_refills():
+    """Acting for one env copy per call (what the pool of draws is for): epsilon 0.5
+    explores half the steps, half of those land on the greedy action anyway; the same seed
+    gives the same actions across refills of the pool, and a call wanting more draws than
+    the pool holds gets them."""
+    from rlx.plugins.dqn.objective import UNIFORM_POOL
+
+    policy = LinearQ([[1.0, 0.0], [0.0, 1.0]])
+    one = torch.tensor([[1.0, 0.0]])  # greedy action: 0
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        dqn = DQN(DQNConfig(start_e=0.5, end_e=0.5))
+        runs.append(torch.cat([dqn.act(policy, one)[0] for _ in range(3 * UNIFORM_POOL // 2 + 7)]))
+    assert torch.equal(runs[0], runs[1])
+    assert 0.22 < runs[0].float().mean() < 0.28
+    many = torch.tensor([[1.0, 0.0]]).repeat(UNIFORM_POOL, 1)  # 2 draws each: twice the pool
+    assert 0.22 < dqn.act(policy, many)[0].float().mean() < 0.28
+
+
 def test_act_refuses_continuous_actions():
     policy = LinearQ([[1.0, 0.0], [0.0, 1.0]])
     policy.discrete = False

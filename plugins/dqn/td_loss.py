@@ -30,11 +30,11 @@ class _TDLoss(torch.autograd.Function):
         q = q_all.gather(-1, index).squeeze(-1)
         diff = q - target
         if huber:
-            size = diff.abs()
-            loss = torch.where(size < 1.0, 0.5 * diff.square(), size - 0.5).mean()
-            grad = diff.clamp_(-1.0, 1.0)  # d huber / d diff, ties at |diff| = 1 included
+            grad = diff.clamp(-1.0, 1.0)  # d huber / d diff, ties at |diff| = 1 included
+            # huber = grad * (diff - grad / 2): diff^2 / 2 inside [-1, 1], |diff| - 1/2 outside
+            loss = torch.dot(grad, diff.sub_(grad, alpha=0.5)) / diff.numel()
         else:
-            loss = diff.square().mean()
+            loss = torch.dot(diff, diff) / diff.numel()
             grad = diff.mul_(2.0)
         ctx.save_for_backward(grad.div_(diff.numel()), index)
         ctx.shape, ctx.dtype = q_all.shape, q_all.dtype

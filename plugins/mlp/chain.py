@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 # tanh as 2 sigmoid(2z) - 1 pays from about this many elements (the three ops' overhead
 # against tanh's slower kernel); acting on a few rows stays with tanh
@@ -38,11 +39,11 @@ def chain_forward(x: torch.Tensor, params: Sequence[torch.Tensor], activation: s
         if keep is not None:
             keep.append(h)
         if i == last and linear_last:
-            return torch.addmm(b, h, w.t())
+            return F.linear(h, w, b)  # addmm(b, h, w.t()) in one call instead of two
         if not tanh:
-            h = torch.addmm(b, h, w.t()).relu_()
+            h = F.linear(h, w, b).relu_()
         elif h.shape[0] * w.shape[0] < _SIGMOID_TANH_FROM:
-            h = torch.addmm(b, h, w.t()).tanh_()
+            h = F.linear(h, w, b).tanh_()
         else:
             h = torch.addmm(b, h, w.t(), beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
     if keep is not None:
@@ -96,11 +97,21 @@ def chain_backward(g: torch.Tensor, inputs: Sequence[torch.Tensor], params: Sequ
     back = _BACKWARD[activation]
     out: list[torch.Tensor] = [g] * len(params)
     for i in reversed(range(len(inputs))):
-        out[2 * i] = g.t().mm(inputs[i])
+        out[2 * i] = _weight_grad(g, inputs[i])
         out[2 * i + 1] = g.sum(0)
         if i > 0:  # through the activation that produced this layer's input
             g = back(g.mm(params[2 * i]), inputs[i])
     return out, (g.mm(params[0]) if need_input_grad else None)
+
+
+def _weight_grad(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g^T x``, a layer's weight gradient ``[out, in]``. Where the layer narrows the input
+    (``in < out``, e.g. a 4-number observation into 256 units) as ``(x^T g)^T``: BLAS is slow
+    on products with few output columns, measured 33 us for the [256, 4] result from 64 rows
+    against 14 us for [4, 256] plus the copy into the parameter's layout."""
+    if x.shape[1] < g.shape[1]:
+        return x.t().mm(g).t().contiguous()
+    return g.t().mm(x)
 
 
 def _relu_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
