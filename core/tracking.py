@@ -148,6 +148,9 @@ class Tracker:
                                                                    self._options)
         # with no writer process the sampler runs here (a thread waking every 10 s)
         self._monitor = None
+        # where the CPU window of a sampler started here later opens, if the writer whose
+        # sampler it replaces never got ready: at the run's opening, as the writer's own would
+        self._opened_at = _cpu_mark() if self._options["system_metrics"] else None
         if self._writer is None and self._options["system_metrics"]:
             from rlx.tracking_writer import start_system_metrics
 
@@ -212,9 +215,9 @@ class Tracker:
         if error is not None:
             self._error = self._error or f"{type(error).__name__}: {_first_line(error)}"
 
-    def _take_over(self, ending: bool = False) -> None:
-        """The writer died or stalled (or, ``ending``, was closed): stop it and write what it
-        took but never stored."""
+    def _take_over(self, ending: bool = False, never_ready: bool = False) -> None:
+        """The writer died or stalled (or, ``ending``, was closed; ``never_ready``: closed
+        before it was ready): stop it and write what it took but never stored."""
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -222,8 +225,11 @@ class Tracker:
         if self._options["system_metrics"] and self._monitor is None and not ending:
             from rlx.tracking_writer import start_system_metrics
 
-            # the sampler died with the writer (or never started with it): it samples here
-            self._monitor = start_system_metrics(self.uri, self.run_id, resumed=True)
+            # the sampler died with the writer (or never started with it): it samples here.
+            # One that never started took no sample: this one's first covers the run from
+            # its opening (started at the run's end, a window from now would be empty: 0.0)
+            self._monitor = start_system_metrics(self.uri, self.run_id, resumed=True,
+                                                 since=self._opened_at if never_ready else None)
         if writer.errors:
             self._error = self._error or writer.errors[0]
         if held:
@@ -242,7 +248,7 @@ class Tracker:
         if self._writer is not None:
             starting = not self._writer.ready()
             self._writer.close()
-            self._take_over(ending=not starting)
+            self._take_over(ending=not starting, never_ready=starting)
 
     def _wait(self, done: threading.Event | threading.Thread) -> bool:
         """Wait for the drain thread; a writer that stalls past ``RLX_WRITER_STALL_S`` is
@@ -433,6 +439,16 @@ class Tracker:
             end_in_mlflow(self.client, self.run_id, status, error)
         except Exception:
             pass
+
+
+def _cpu_mark() -> Any:
+    """``tracking_writer.cpu_mark()``, or None without psutil (the sampler then does not start)."""
+    try:
+        from rlx.tracking_writer import cpu_mark
+
+        return cpu_mark()
+    except ImportError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
