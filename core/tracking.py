@@ -146,15 +146,16 @@ class Tracker:
         # batches included
         self._writer: _WriterProcess | None = _WriterProcess.start(self.uri, self.run_id, self.rlx_run_id,
                                                                    self._options)
-        # with no writer process the sampler runs here (a thread waking every 10 s)
         self._monitor = None
-        # where the CPU window of a sampler started here later opens, if the writer whose
-        # sampler it replaces never got ready: at the run's opening, as the writer's own would
-        self._opened_at = _cpu_mark() if self._options["system_metrics"] else None
-        if self._writer is None and self._options["system_metrics"]:
-            from rlx.tracking_writer import start_system_metrics
+        self._opened_at = None  # the run's opening: where a sampler started here opens its first CPU window
+        if self._options["system_metrics"]:
+            from rlx.tracking_writer import cpu_mark, start_system_metrics
 
-            self._monitor = start_system_metrics(self.uri, self.run_id, self._options["resumed"])
+            # kept for a sampler that replaces a writer that never got ready, as the writer's own would
+            self._opened_at = cpu_mark()
+            if self._writer is None:  # no writer process: the sampler runs here (a thread waking every 10 s)
+                self._monitor = start_system_metrics(self.uri, self.run_id, self._options["resumed"],
+                                                     self._opened_at)
         self._hold_until = time.monotonic() + _HOLD_S
         self._thread = threading.Thread(target=self._drain, name="rlx-mlflow", daemon=True)
         self._thread.start()
@@ -439,16 +440,6 @@ class Tracker:
             end_in_mlflow(self.client, self.run_id, status, error)
         except Exception:
             pass
-
-
-def _cpu_mark() -> Any:
-    """``tracking_writer.cpu_mark()``, or None without psutil (the sampler then does not start)."""
-    try:
-        from rlx.tracking_writer import cpu_mark
-
-        return cpu_mark()
-    except ImportError:
-        return None
 
 
 def _first_line(exc: BaseException) -> str:

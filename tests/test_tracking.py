@@ -146,9 +146,10 @@ def test_the_writer_outlives_signals_sent_to_the_process_group(tmp_path, monkeyp
 def test_a_run_that_ends_before_the_writer_is_ready_still_gets_system_metrics(tmp_path, monkeypatch):
     """The writer process samples the system metrics; a run shorter than its start-up (a
     short run on a busy machine) waits for it rather than ending without any."""
-    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
     import psutil
+    from mlflow.tracking import MlflowClient
 
+    monkeypatch.delenv("RLX_TRACKING_WRITER", raising=False)
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(uri, "exp", "run", {}, {}, system_metrics=True)
@@ -160,8 +161,6 @@ def test_a_run_that_ends_before_the_writer_is_ready_still_gets_system_metrics(tm
     ready = tracker._writer.ready()
     assert tracker.close("FINISHED") is None
     assert _history(uri, tracker.run_id, "x") == [1]
-    from mlflow.tracking import MlflowClient
-
     cpu = [m.value for m in sorted(MlflowClient(tracking_uri=uri).get_metric_history(
         tracker.run_id, "system/cpu_utilization_percentage"), key=lambda m: m.step)]
     # sampled here from the run's opening, the busy half second included (a sampler whose
