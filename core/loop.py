@@ -235,14 +235,23 @@ def train_step(parts: Components, cfg: Resolved, accelerator: Any, optimizer: An
     direct = parts.stepper is not None
     raw_optimizer = parts.stepper.optimizer if direct else optimizer
     max_norm = cfg.optim.max_grad_norm or float("inf")
+    # gradients written by the objective itself: nothing may stand between loss and gradient
+    by_hand = direct and accelerator.mixed_precision == "no"
     for mb in ([] if skipped else parts.objective.minibatches(batch)):
-        with autocast():  # around the whole loss: passes that go around accelerate's wrapper included
-            loss, m = parts.objective.loss(parts.policy, mb)
+        written = parts.objective.gradients(parts.policy, mb) if by_hand else None
+        if written is None:
+            with autocast():  # around the whole loss: passes that go around accelerate's wrapper included
+                loss, m = parts.objective.loss(parts.policy, mb)
+        else:
+            loss, m = written
         if _agree(not math.isfinite(loss.item())):
+            for p in params:  # written gradients of a non-finite loss are not kept
+                p.grad = None
             problem, skipped = "the loss is NaN or Inf", True
             break
         if direct:
-            loss.backward()
+            if written is None:
+                loss.backward()
             norm = parts.stepper.clip(max_norm)
         else:
             accelerator.backward(loss)

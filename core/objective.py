@@ -69,6 +69,18 @@ class Objective(ABC):
     def loss(self, policy: "Policy", batch: "Batch") -> tuple["torch.Tensor", dict[str, float]]:
         """A scalar loss to minimize and metrics named ``<group>/<name>``."""
 
+    def gradients(self, policy: "Policy", batch: "Batch") -> tuple["torch.Tensor", dict[str, float]] | None:
+        """The gradients of ``loss(policy, batch)`` written straight into the ``.grad`` of
+        the policy's trainable parameters, without an autograd graph, and ``loss``'s return
+        value (the loss need not carry a graph); or None (the default) where there is no
+        such path, and the loop calls ``loss`` and backpropagates.
+
+        The loop calls it only in one process in full precision, where nothing (gradient
+        sync, a loss scaler) stands between the loss and its gradients. It is a fast path
+        for objectives that take thousands of steps on tiny networks; the gradients must
+        be those of ``loss`` (test the two against each other)."""
+        return None
+
     def begin_step(self, step: int, total_steps: int) -> None:
         """Called before collecting loop step ``step`` of ``total_steps``: the place for
         schedules the objective owns (an exploration rate, an annealed clip range)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
 
@@ -156,6 +156,15 @@ class ControlPolicy(Policy):
 
         raise UsageError(f"policy '{type(self).__name__}' has no Q-values, which value-based objectives need; "
                          "choose a control policy that has them (see `rlx plugins list`)")
+
+    def q_values_with_backward(self, obs: "torch.Tensor"
+                               ) -> tuple["torch.Tensor", Callable[["torch.Tensor"], None]] | None:
+        """``q_values(obs)`` computed without autograd, with the function that takes the
+        loss's gradient at those Q-values and adds the parameters' gradients to their
+        ``.grad`` (as ``backward`` would); or None (the default) where the policy has no
+        such path, and the objective goes through ``q_values`` and autograd. For
+        ``Objective.gradients``."""
+        return None
 
     @abstractmethod
     def evaluate_actions(self, batch: "Batch", *, entropy: bool = True

@@ -95,6 +95,7 @@ class FakeReward(RewardSource):
 class FakeObjectiveConfig(BaseModel):
     nan_at_step: int = 0  # the loss is NaN on this step (0: never)
     zero_grad: bool = False  # the loss has an exactly-zero gradient on every step
+    by_hand: bool = False  # writes its gradients itself (Objective.gradients)
 
 
 class GroupedObjectiveConfig(FakeObjectiveConfig):
@@ -121,6 +122,16 @@ class FakeObjective(Objective):
             loss = loss * float("nan")
         self.updates += 1
         return loss, {"loss/value": loss.detach()}
+
+    def gradients(self, policy: Policy, batch: Batch) -> tuple[torch.Tensor, dict[str, float]] | None:
+        if not self.config.by_hand:
+            return None
+        EVENTS.append(("gradients", self.step))
+        loss, m = self.loss(policy, batch)
+        params = list(policy.model.parameters())
+        for p, g in zip(params, torch.autograd.grad(loss, params)):
+            p.grad = g if p.grad is None else p.grad + g  # adds, as backward does
+        return loss.detach(), m
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates}

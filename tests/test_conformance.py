@@ -105,6 +105,7 @@ def test_every_component_kind_is_covered():
 REGISTRATION = '''
 from rlx.hookspecs import hookimpl
 from rlx.plugins.arithmetic.config import ArithmeticConfig
+from rlx.plugins.dqn.config import DQNConfig
 from rlx.plugins.grpo.config import GRPOConfig
 from rlx.plugins.tiny.config import TinyConfig
 from rlx.reward import RewardConfig
@@ -141,6 +142,7 @@ def rlx_register_objectives(register):
     register("bx_bad_metric", IMPL + "BadMetric", config=GRPOConfig)
     register("bx_detached", IMPL + "Detached", config=GRPOConfig)
     register("bx_grpo", "rlx.plugins.grpo.objective:GRPO", config=GRPOConfig, accepts=("bx_shuffled",))
+    register("bx_hand_off", IMPL + "HandOff", config=DQNConfig, accepts=("control",))
 
 
 @hookimpl
@@ -161,6 +163,7 @@ import random
 import torch
 
 from rlx.plugins.arithmetic.env import ArithmeticEnv
+from rlx.plugins.dqn.objective import DQN
 from rlx.plugins.grpo.objective import GRPO
 from rlx.plugins.text.kinds import TextKind
 from rlx.plugins.tiny.policy import TinyPolicy
@@ -216,6 +219,15 @@ class Detached(GRPO):
     def loss(self, policy, batch):
         loss, metrics = super().loss(policy, batch)
         return loss.detach(), metrics
+
+
+class HandOff(DQN):  # its hand-written gradients are 1% off those of its loss
+    def gradients(self, policy, batch):
+        written = super().gradients(policy, batch)
+        for p in policy.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(1.01)
+        return written
 
 
 class SharedReference(TinyPolicy):  # a "copy" that shares the model, so it trains along
@@ -294,6 +306,8 @@ BROKEN = [
     ((check_objective, "bx_nan_loss"), "objective 'bx_nan_loss' fails check 'loss': the loss is nan"),
     ((check_objective, "bx_bad_metric"), "returned metric 'entropy', not named 'group/name'"),
     ((check_objective, "bx_detached"), "objective 'bx_detached' fails check 'loss': the loss has no gradient"),
+    ((check_objective, "bx_hand_off"), "objective 'bx_hand_off' fails check 'gradients by hand': gradients() wrote "
+                                       "other gradients than loss().backward() on 6 of"),
     ((check_policy, "bx_shared_reference"), "policy 'bx_shared_reference' fails check 'reference frozen'"),
     ((check_kind, "bx_shuffled"), "kind 'bx_shuffled' fails check 'deterministic collect'"),
 ]

@@ -332,3 +332,51 @@ def test_batched_targets_draw_in_blocks_that_fit():
         assert len(list(dqn.minibatches(Batch()))) == 10 and sizes == [6, 2, 6, 2, 4]
     finally:
         objective.BLOCK_BYTES = old
+
+
+@pytest.mark.parametrize("huber, double_q, drawn", [(True, False, True), (False, False, True), (True, True, True),
+                                                     (True, False, False)])
+def test_gradients_by_hand_match_autograd(huber, double_q, drawn):
+    """``DQN.gradients`` through the mlp policy's hand-written backward against ``loss``
+    through autograd: the same loss, metrics and gradient of every parameter (none for the
+    critic, which dqn does not train), with TD errors on both sides of Huber's bend; and
+    no such path (None) where the policy's modules are not the chain."""
+    from rlx.loop import build
+
+    cfg = resolve(compose(None, {"objective": "dqn", "env": "gym", "policy": "mlp", "seed": 0},
+                          ["env.id=CartPole-v1", "env.num_envs=1", "policy.hidden_sizes=[32, 16]",
+                           f"objective.loss={'huber' if huber else 'mse'}", f"objective.double_q={double_q}",
+                           "objective.minibatch_size=24", "objective.learning_starts=1",
+                           "objective.gradient_steps=2"]), get_registry())
+    parts = build(cfg, get_registry())
+    dqn, policy = parts.objective, parts.policy
+    dqn.online, dqn.target = policy, parts.reference
+    g = torch.Generator().manual_seed(3)
+    n = 200
+    dqn.buffer.add(obs=torch.randn(n, 4, generator=g), actions=torch.randint(2, (n,), generator=g),
+                   rewards=3 * torch.randn(n, generator=g), next_obs=torch.randn(n, 4, generator=g),
+                   terminated=(torch.rand(n, generator=g) < 0.2).float())
+    mb = next(iter(dqn.minibatches(Batch()))) if drawn else dqn.buffer.sample(24)
+    assert ("td_target" in mb) == (drawn and not double_q)
+    params = list(policy.model.parameters())
+    results = []
+    for by_hand in (True, False):
+        for p in params:
+            p.grad = None
+        if by_hand:
+            loss, m = dqn.gradients(policy, mb)
+            assert not loss.requires_grad
+        else:
+            loss, m = dqn.loss(policy, mb)
+            loss.backward()
+        results.append((loss.item(), {k: float(v) for k, v in m.items()}, [p.grad for p in params]))
+    (lh, mh, gh), (la, ma, ga) = results
+    assert lh == pytest.approx(la, rel=1e-6) and mh == pytest.approx(ma, rel=1e-6)
+    trained = [i for i, grad in enumerate(ga) if grad is not None]
+    assert [i for i, grad in enumerate(gh) if grad is not None] == trained and len(trained) == 6  # 3 layers
+    assert all(torch.allclose(gh[i], ga[i], rtol=1e-5, atol=1e-7) for i in trained)
+    errors = (policy.q_values(mb["obs"]).gather(1, mb["actions"].long()[:, None]).squeeze(1)
+              - dqn._td_target(policy, mb)).abs()
+    assert ((errors < 1).any() and (errors > 1).any()) or not huber
+    policy.model.use_fast_path = False
+    assert dqn.gradients(policy, mb) is None

@@ -93,6 +93,24 @@ def test_nonfinite_loss_is_skipped(registry):
     assert all(m["reward/fake/rows"] > 0 for _, m in events("step"))
 
 
+def test_gradients_written_by_the_objective_train_as_backward_does(registry):
+    """An objective's own gradients (``Objective.gradients``) take the place of its loss's
+    backward: the same weights as through autograd; and those of a skipped non-finite loss
+    are dropped, not added to the next step's."""
+    weights = []
+    for by_hand in (False, True):
+        loop_fakes.EVENTS.clear()
+        result = _train(registry, "run.steps=4", f"objective.by_hand={str(by_hand).lower()}")
+        assert (len(events("gradients")) == 4) == by_hand
+        weights.append(torch.load(f"{result.policy_dir}/model.pt")["weight"])
+    assert torch.allclose(weights[0], weights[1], rtol=1e-6, atol=1e-7)
+    loop_fakes.EVENTS.clear()
+    result = _train(registry, "run.steps=5", "objective.nan_at_step=3", "run.on_nonfinite=skip",
+                    "objective.by_hand=true")
+    assert [step for step, m in events("step") if "loss/value" not in m] == [3]
+    assert torch.isfinite(torch.load(f"{result.policy_dir}/model.pt")["weight"]).all()
+
+
 def test_nonfinite_loss_stops_the_run(registry):
     with pytest.raises(RlxError, match=r"non-finite value at step 3: the loss is NaN or Inf") as caught:
         _train(registry, "run.steps=5", "objective.nan_at_step=3", "run.on_nonfinite=stop")

@@ -41,8 +41,9 @@ def check_objective(name: str, config: dict[str, Any] | None = None, *,
     ``prepare`` returns ``group/name`` metrics; within a few steps ``minibatches`` yields
     a batch (unless the registration says ``produces="nothing"``) whose ``loss`` is a
     finite scalar with a gradient, and ``backward`` leaves finite gradients on at least
-    one trainable parameter of ``policy.model``; ``loss`` metrics are ``group/name``
-    numbers; ``state_dict`` is JSON and, loaded into a freshly built objective, comes
+    one trainable parameter of ``policy.model``; where ``gradients`` returns something,
+    the same loss and gradients as ``loss`` + ``backward``; ``loss`` metrics are
+    ``group/name`` numbers; ``state_dict`` is JSON and, loaded into a freshly built objective, comes
     back unchanged."""
     subject, given = Subject("objective", name), dict(config or {})
     reg = registry()
@@ -141,5 +142,22 @@ def _check_loss(subject: Subject, objective: Any, policy: Any, batch: Any) -> No
         if not all(bool(torch.isfinite(g).all()) for g in grads):
             raise subject.fail("gradients", "backward() left NaN or Inf in a gradient",
                                "guard the loss's operations (clamp, log-softmax) so gradients stay finite")
+        by_autograd = [p.grad for p in params]
         for p in params:
             p.grad = None
+    with subject.check("gradients by hand"):
+        written = objective.gradients(policy, batch)
+        by_hand = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        if written is None:  # no fast path: nothing to compare
+            return
+        if not math.isclose(float(written[0]), value, rel_tol=1e-4, abs_tol=1e-6):
+            raise subject.fail("gradients by hand", f"gradients() returned the loss {float(written[0])!r}, loss() "
+                                                    f"{value!r} on the same batch", "return the loss that loss() computes")
+        differ = sum((a is None) != (b is None) or (a is not None and not torch.allclose(a, b, rtol=1e-4, atol=1e-6))
+                     for a, b in zip(by_hand, by_autograd))
+        if differ:
+            raise subject.fail("gradients by hand", f"gradients() wrote other gradients than loss().backward() on "
+                                                    f"{differ} of {len(params)} parameters",
+                               "write the gradients of loss() (or return None from gradients())")

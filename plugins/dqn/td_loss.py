@@ -22,21 +22,34 @@ def td_loss_plain(q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tens
     return loss, q
 
 
+def _forward(q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, huber: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, Q(s, a), d loss / d Q(s, a), action index [B, 1])`` of ``td_loss_plain``."""
+    index = actions.long().unsqueeze(-1)
+    q = q_all.gather(-1, index).squeeze(-1)
+    diff = q - target
+    if huber:
+        grad = diff.clamp(-1.0, 1.0)  # d huber / d diff, ties at |diff| = 1 included
+        # huber = grad * (diff - grad / 2): diff^2 / 2 inside [-1, 1], |diff| - 1/2 outside
+        loss = torch.dot(grad, diff.sub_(grad, alpha=0.5)) / diff.numel()
+    else:
+        loss = torch.dot(diff, diff) / diff.numel()
+        grad = diff.mul_(2.0)
+    return loss, q, grad.div_(diff.numel()), index
+
+
+def _spread(grad: torch.Tensor, index: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """The per-row gradient ``grad`` ``[B]`` placed at the taken actions of a ``[B, A]``
+    gradient, zero elsewhere."""
+    return torch.zeros(shape, dtype=dtype, device=grad.device).scatter_(-1, index, grad.unsqueeze(-1).to(dtype))
+
+
 class _TDLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tensor,  # type: ignore[override]
                 huber: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        index = actions.long().unsqueeze(-1)
-        q = q_all.gather(-1, index).squeeze(-1)
-        diff = q - target
-        if huber:
-            grad = diff.clamp(-1.0, 1.0)  # d huber / d diff, ties at |diff| = 1 included
-            # huber = grad * (diff - grad / 2): diff^2 / 2 inside [-1, 1], |diff| - 1/2 outside
-            loss = torch.dot(grad, diff.sub_(grad, alpha=0.5)) / diff.numel()
-        else:
-            loss = torch.dot(diff, diff) / diff.numel()
-            grad = diff.mul_(2.0)
-        ctx.save_for_backward(grad.div_(diff.numel()), index)
+        loss, q, grad, index = _forward(q_all, actions, target, huber)
+        ctx.save_for_backward(grad, index)
         ctx.shape, ctx.dtype = q_all.shape, q_all.dtype
         ctx.mark_non_differentiable(q)
         return loss, q
@@ -44,8 +57,15 @@ class _TDLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         grad, index = ctx.saved_tensors
-        g = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grad.device)
-        return g.scatter_(-1, index, (grad * grad_loss).unsqueeze(-1).to(ctx.dtype)), None, None, None
+        return _spread(grad * grad_loss, index, ctx.shape, ctx.dtype), None, None, None
+
+
+def td_loss_and_grad(q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, huber: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, Q(s, a), d loss / d q_all)`` without autograd: for a Q-network that takes
+    the gradient at its outputs by hand (``ControlPolicy.q_values_with_backward``)."""
+    loss, q, grad, index = _forward(q_all, actions, target, huber)
+    return loss, q, _spread(grad, index, q_all.shape, q_all.dtype)
 
 
 def td_loss(q_all: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, huber: bool

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from rlx.errors import UsageError
 from rlx.policy import ControlPolicy, ModelTarget, unwrap
 
 from .categorical import categorical_actor_critic
-from .chain import chains
+from .chain import chain_backward, chain_forward, chains
 from .fastpath import Chain, called_as_written, chain_of
 
 
@@ -184,6 +184,31 @@ class MLPPolicy(ControlPolicy):
         """The actor head's outputs ``[N, A]`` read as action values (value-based objectives
         such as dqn): ``act(deterministic=True)`` is then greedy in Q. Skips the critic."""
         return self._inner().trunk_out(obs.reshape(obs.shape[0], self.obs_dim))
+
+    def q_values_with_backward(self, obs: torch.Tensor
+                               ) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]] | None:
+        """The actor chain's forward keeping each layer's input, and its hand-written
+        backward (chain.py) as the function that adds the gradients. Only where ``q_values``
+        itself takes the chain, and not under a DDP wrapper, whose gradient sync hooks into
+        autograd. Why: a DQN gradient step on a [256, 256] network spends about as long in
+        the autograd engine and the nodes' Python as in its products (measured 2026-12-04)."""
+        net = self._inner()
+        chain = net.fast_chain() if net is self.model else None
+        if chain is None:
+            return None
+        params, activation = chain.actor, chain.activation
+        inputs: list[torch.Tensor] = []
+        with torch.no_grad():
+            q = chain_forward(obs.reshape(obs.shape[0], self.obs_dim), params, activation, keep=inputs)
+
+        def backward(grad_q: torch.Tensor) -> None:
+            with torch.no_grad():
+                grads = chain_backward(grad_q, inputs, params, activation)[0]
+            for p, g in zip(params, grads):
+                if p.requires_grad:
+                    p.grad = g if p.grad is None else p.grad.add_(g)
+
+        return q, backward
 
     def evaluate_actions(self, batch: Batch, *, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         obs, actions = batch["obs"], batch["actions"]
