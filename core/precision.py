@@ -104,6 +104,16 @@ def slow_bf16_warning(precision: Precision, device_type: str) -> str:
     return ""
 
 
+def flushing_denormals() -> bool:
+    """Whether this thread's CPU arithmetic flushes denormal floats (``denormals_flushed``):
+    a thread a plugin starts begins without, and should copy the setting of the thread that
+    starts it (``torch.set_flush_denormal``)."""
+    import torch
+
+    # 1e-39 is denormal in float32: it survives a multiplication only when not flushed
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul_(1.0)) == 0.0
+
+
 @contextlib.contextmanager
 def denormals_flushed(on: bool) -> Iterator[None]:
     """Within: denormal floats on this thread's CPU arithmetic are zero (FTZ/DAZ), if ``on``

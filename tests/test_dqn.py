@@ -4,6 +4,8 @@ run that learns, and the one-line refusal of a continuous action space."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from _cli import latest_run, metric_history, rlx
@@ -277,21 +279,43 @@ class MLPQ:
         return self.model(obs)
 
 
-@pytest.mark.parametrize("double_q, tau", [(False, 1.0), (True, 1.0), (False, 0.5)])
-def test_batched_targets_train_as_one_pass_per_step(double_q, tau):
-    """``batched_targets`` (one draw and one target pass per block of steps up to the next
-    target update) against one draw and one pass per step: the same batches, targets,
-    losses and final weights, over updates whose blocks end mid-update."""
+TWO_CORES = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) >= 2
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread, so a core is free for the target passes' worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def replay_data(n: int = 300) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    n = 300
-    data = {"obs": torch.randn(n, 4, generator=g), "actions": torch.randint(3, (n,), generator=g),
+    return {"obs": torch.randn(n, 4, generator=g), "actions": torch.randint(3, (n,), generator=g),
             "rewards": torch.randn(n, generator=g), "next_obs": torch.randn(n, 4, generator=g),
             "terminated": (torch.rand(n, generator=g) < 0.1).float()}
+
+
+@pytest.mark.parametrize("double_q, tau, overlap", [(False, 1.0, False), (True, 1.0, False), (False, 0.5, False),
+                                                    (False, 1.0, True), (True, 0.5, True)])
+def test_batched_targets_train_as_one_pass_per_step(double_q, tau, overlap, one_torch_thread, monkeypatch):
+    """``batched_targets`` (one draw per block of steps up to the next target update, the
+    target network over it a few minibatches per pass, on a worker thread with
+    ``overlap_targets``) against one draw and one pass per step: the same batches, targets,
+    losses and final weights, over updates whose blocks end mid-update."""
+    from rlx.plugins.dqn import objective
+
+    monkeypatch.setattr(objective, "TARGET_PASS_ROWS", 32)  # two minibatches per pass
+    if overlap and not TWO_CORES:
+        pytest.skip("the worker needs a second core")
+    data = replay_data()
     results = []
     for batched in (True, False):
         online, target = MLPQ(0), MLPQ(0)
         dqn = dqn_with(online, target, batched_targets=batched, double_q=double_q, tau=tau, gradient_steps=7,
-                       target_update_interval=3, minibatch_size=16, learning_starts=1)
+                       target_update_interval=3, minibatch_size=16, learning_starts=1, overlap_targets=overlap)
         dqn.buffer.add(**data)
         opt = torch.optim.Adam(online.model.parameters(), lr=1e-2)
         torch.manual_seed(5)
@@ -305,6 +329,7 @@ def test_batched_targets_train_as_one_pass_per_step(double_q, tau):
                 losses.append(loss.item())
                 targets.append(m["q/target"].item())
         assert ("next_q_target" in mb) == batched and ("td_target" in mb) == (batched and not double_q)
+        assert (dqn._worker is not None) == (batched and overlap)
         results.append((losses, targets, [p.detach().clone() for p in online.model.parameters()], dqn.grad_steps))
     (lb, tb, wb, sb), (lp, tp, wp, sp) = results
     assert sb == sp == 21
@@ -380,3 +405,53 @@ def test_gradients_by_hand_match_autograd(huber, double_q, drawn):
     assert ((errors < 1).any() and (errors > 1).any()) or not huber
     policy.model.use_fast_path = False
     assert dqn.gradients(policy, mb) is None
+
+
+def test_target_passes_are_done_when_the_loop_stops_early(one_torch_thread, monkeypatch):
+    """A loop that stops mid-block (a non-finite loss) closes ``minibatches``: every target
+    pass the worker started has ended by then, and none starts after, so the next target
+    update cannot change the network under a pass."""
+    import time
+
+    from rlx.plugins.dqn import objective
+
+    if not TWO_CORES:
+        pytest.skip("the worker needs a second core")
+    monkeypatch.setattr(objective, "TARGET_PASS_ROWS", 16)  # one minibatch per pass
+    dqn = dqn_with(MLPQ(0), MLPQ(0), gradient_steps=12, target_update_interval=12, minibatch_size=16,
+                   learning_starts=1, double_q=False)
+    dqn.buffer.add(**replay_data())
+    spans = []
+    real = dqn._with_targets
+
+    def slow(rows):
+        start = time.perf_counter()
+        time.sleep(0.02)
+        real(rows)
+        spans.append((start, time.perf_counter()))
+
+    dqn._with_targets = slow
+    steps = dqn.minibatches(Batch())
+    assert "td_target" in next(steps) and dqn._worker is not None
+    steps.close()
+    closed = time.perf_counter()
+    time.sleep(0.1)
+    assert 1 <= len(spans) < 12 and all(end <= closed for _, end in spans)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_target_worker_flushes_denormals_as_the_thread_that_starts_it(flush, one_torch_thread):
+    """x86 flushes denormals per thread: the target passes' worker copies the run's setting."""
+    from rlx.precision import flushing_denormals
+
+    if not TWO_CORES:
+        pytest.skip("the worker needs a second core")
+    dqn = dqn_with(MLPQ(0), MLPQ(0), learning_starts=1)
+    dqn.buffer.add(**replay_data())
+    if not torch.set_flush_denormal(flush):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        worker = dqn._target_worker()
+        assert worker is not None and worker.submit(flushing_denormals).result() == flush
+    finally:
+        torch.set_flush_denormal(False)

@@ -154,8 +154,14 @@ def test_edits_the_chain_does_not_reproduce_run_on_the_plain_path(edit, fast_cal
     torch.manual_seed(0)
     plain = net.forward_plain(obs)
     assert all(torch.equal(a, b) for a, b in zip(after, plain))
+    # an edit of the critic alone leaves what reads the actor alone (Q-values) on its chain
+    actor_intact = edit in ("unsupported activation", "mixed activations", "forward patched onto the head")
+    assert (net.actor_chain() is not None) == actor_intact
     exercise(policy, True)
-    assert fast_calls == {"chains": 0, "categorical": 0}
+    assert fast_calls == {"chains": int(actor_intact), "categorical": 0}
+    net.eval()  # dropout off: one output to compare
+    with torch.no_grad():
+        assert torch.allclose(policy.q_values(obs), net.actor_head(net.actor_body(obs)), atol=1e-6)
 
 
 def test_a_replaced_body_that_is_still_a_chain_stays_fast_and_is_the_one_run(fast_calls):

@@ -26,6 +26,9 @@ class DQNConfig(BaseModel):
                                                     "update at once and run the target network over all their next "
                                                     "observations in one pass (the same draws and values as one pass "
                                                     "per step, fewer small ops; False: one pass per step).")
+    overlap_targets: bool = Field(True, description="With batched_targets on a CPU where torch leaves a core free: "
+                                                    "run the target network's passes on a second thread, ahead of "
+                                                    "the gradient steps (the same values; False: in line).")
     # target network
     target_update_interval: int = Field(128, ge=1, description="Gradient steps between target network updates.")
     tau: float = Field(1.0, gt=0, le=1, description="Target update weight: 1 copies the online network (hard update), "

@@ -20,6 +20,9 @@ argmax of the same head, so evaluation needs nothing DQN-specific.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any, Iterator
 
 import torch
@@ -29,6 +32,7 @@ from rlx.batch import Batch
 from rlx.errors import UsageError
 from rlx.objective import Objective
 from rlx.policy import Policy, unwrap
+from rlx.precision import flushing_denormals
 
 from .td_loss import td_loss, td_loss_and_grad
 
@@ -137,6 +141,8 @@ class DQN(Objective):
         self._checked = False
         self._pool: list[float] = []  # uniform draws for epsilon-greedy (``_uniforms``)
         self._drawn = 0
+        self._worker: ThreadPoolExecutor | None = None  # for the target passes (_target_worker)
+        self._zeros: torch.Tensor | None = None  # act's log-probs and values
 
     @property
     def rollout_length(self) -> int:
@@ -181,11 +187,15 @@ class DQN(Objective):
         u = self._uniforms(2 * n)  # per copy: explore or not, then which action
         explore = [i for i in range(n) if u[i] < epsilon]
         if explore:
-            # u < 1, so int(u * A) < A: uniform over the A actions
-            actions[explore] = torch.tensor([int(u[n + i] * q.shape[-1]) for i in explore], device=actions.device)
+            # as a list and back: a tenth of an indexed write's cost on a few copies
+            chosen = actions.tolist()
+            for i in explore:
+                chosen[i] = int(u[n + i] * q.shape[-1])  # u < 1, so int(u * A) < A: uniform over the A actions
+            actions = torch.tensor(chosen, device=actions.device)
         self.env_steps += n
-        zeros = torch.zeros(n, device=q.device)
-        return actions, zeros, zeros
+        if self._zeros is None or self._zeros.shape[0] != n or self._zeros.device != q.device:
+            self._zeros = torch.zeros(n, device=q.device)  # never written: the rollout stacks copies
+        return actions, self._zeros, self._zeros
 
     def _uniforms(self, n: int) -> list[float]:
         """``n`` uniform draws in [0, 1) from torch's generator, as Python floats, from a pool
@@ -231,19 +241,58 @@ class DQN(Objective):
         per_row = sum(v[0].numel() * v.element_size() for v in self.buffer.data.values())
         return max(1, BLOCK_BYTES // max(1, per_row * self.config.minibatch_size))
 
-    def _drawn_together(self, k: int) -> list[Batch]:
+    def _drawn_together(self, k: int) -> Iterator[Batch]:
         """``k`` minibatches from one draw of ``k x minibatch_size`` (the generator's stream is
-        the same as ``k`` draws), each with ``next_q_target`` from one target pass over all,
-        and, without double DQN (whose target reads the online network as it trains), the TD
-        targets themselves: elementwise, so the same values as per step, in 5 ops instead of 5k."""
+        the same as ``k`` draws), each with ``next_q_target`` from the target network's passes
+        over ``TARGET_PASS_ROWS`` at a time, and, without double DQN (whose target reads the
+        online network as it trains), the TD targets themselves: elementwise, so the same
+        values as per step, in 5 ops per pass instead of 5 per step. With a worker thread
+        (``_target_worker``) the passes run on it, ahead of the gradient steps."""
+        mb = self.config.minibatch_size
+        drawn = self.buffer.sample(k * mb)
+        per_pass = max(1, TARGET_PASS_ROWS // mb)  # whole minibatches per pass
+        passes = [drawn.select(slice(s * mb, min(k, s + per_pass) * mb)) for s in range(0, k, per_pass)]
+        worker = self._target_worker()
+        pending = [worker.submit(self._with_targets, rows) for rows in passes] if worker else []
+        try:
+            for i, rows in enumerate(passes):
+                if pending:
+                    pending[i].result()
+                else:
+                    self._with_targets(rows)
+                yield from rows.split(len(rows) // mb)
+        finally:
+            # a loop that stops early (a non-finite loss) closes this generator: no pass may
+            # still read the target network when the next update changes it
+            for job in pending:
+                job.cancel()
+            futures_wait(pending)
+
+    def _with_targets(self, rows: Batch) -> None:
+        """Adds ``next_q_target`` (and without double DQN ``td_target``) to ``rows``."""
         c = self.config
-        drawn = self.buffer.sample(k * c.minibatch_size)
         with torch.no_grad():
-            drawn["next_q_target"] = torch.cat([self.target.q_values(rows)
-                                                for rows in drawn["next_obs"].split(TARGET_PASS_ROWS)])
+            rows["next_q_target"] = self.target.q_values(rows["next_obs"])
             if not c.double_q:
-                drawn["td_target"] = td_target(drawn["rewards"], drawn["terminated"], drawn["next_q_target"], c.gamma)
-        return list(drawn.split(k))
+                rows["td_target"] = td_target(rows["rewards"], rows["terminated"], rows["next_q_target"], c.gamma)
+
+    def _target_worker(self) -> ThreadPoolExecutor | None:
+        """A thread for the target passes (``overlap_targets``) when the replay buffer is on
+        the CPU and torch leaves a core free, else None. Why: the passes are a tenth of a
+        CartPole update's products and need nothing of the gradient steps, so on a free core
+        they cost no time; a plain thread, not more torch threads, whose waits at every op
+        make small products far slower when another job holds the second core. The thread
+        copies the run's denormal flushing (per thread on x86)."""
+        if not self.config.overlap_targets or next(iter(self.buffer.data.values())).device.type != "cpu":
+            return None
+        if self._worker is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            if torch.get_num_threads() >= cores:
+                return None
+            flush = flushing_denormals()
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="rlx-dqn-targets",
+                                              initializer=torch.set_flush_denormal, initargs=(flush,))
+        return self._worker
 
     def loss(self, policy: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         c = self.config

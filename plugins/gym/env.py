@@ -105,7 +105,7 @@ class GymEnv(ControlEnvironment):
     def _to_env(self, actions: torch.Tensor) -> np.ndarray:
         a = actions.detach().cpu().numpy()
         if self.discrete:
-            return a.astype(np.int64)
+            return a if a.dtype == np.int64 else a.astype(np.int64)
         # the Gaussian is unbounded; the env gets the action clipped into its box
         return np.clip(a, self.action_space.low, self.action_space.high)
 
@@ -114,11 +114,11 @@ class GymEnv(ControlEnvironment):
         self._ret += reward
         self._len += 1
         done = term | trunc
-        for i in np.flatnonzero(done):
-            self._finished.append((float(self._ret[i]), int(self._len[i])))
-            self._ret[i], self._len[i] = 0.0, 0
         final = {}
-        if trunc.any():
+        if done.any():  # one check on most steps instead of two searches
+            for i in np.flatnonzero(done):
+                self._finished.append((float(self._ret[i]), int(self._len[i])))
+                self._ret[i], self._len[i] = 0.0, 0
             for i in np.flatnonzero(trunc):
                 final[int(i)] = self._obs(info["final_obs"][i][None], update=False)[0]
         return (self._obs(obs), torch.from_numpy(self._reward(reward, done).astype(np.float32)),

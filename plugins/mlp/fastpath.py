@@ -98,3 +98,14 @@ def chain_of(modules: dict[str, Any]) -> Chain | None:
     if activation is None or _network(modules.get("critic_body"), modules.get("critic_head"), critic) != activation:
         return None
     return Chain(activation, actor, critic, modules.get("critic_body") is body)
+
+
+def actor_chain_of(modules: dict[str, Any]) -> tuple[str, list[torch.Tensor]] | None:
+    """``(activation, params)`` of the actor's chain alone (``actor_body`` then
+    ``actor_head``), or None: for what reads the actor only (``trunk_out``, Q-values), at
+    half of ``chain_of``'s cost on every env step of a DQN run."""
+    if not _no_global_hooks():
+        return None
+    actor: list[torch.Tensor] = []
+    activation = _network(modules.get("actor_body"), modules.get("actor_head"), actor)
+    return None if activation is None else (activation, actor)

@@ -18,7 +18,7 @@ from rlx.policy import ControlPolicy, ModelTarget, unwrap
 
 from .categorical import categorical_actor_critic
 from .chain import chain_backward, chain_forward, chains
-from .fastpath import Chain, called_as_written, chain_of
+from .fastpath import Chain, actor_chain_of, called_as_written, chain_of
 
 
 def _mlp(sizes: list[int], act: type[nn.Module], ortho: bool) -> nn.Sequential:
@@ -69,6 +69,11 @@ class ActorCritic(nn.Module):
         # _modules directly: Module.__getattr__ costs ten times more, on every call
         return chain_of(self._modules) if self.use_fast_path else None
 
+    def actor_chain(self) -> tuple[str, list[torch.Tensor]] | None:
+        """The activation and parameters of the actor's chain as the modules are now, or None
+        (plain path)."""
+        return actor_chain_of(self._modules) if self.use_fast_path else None
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chain = self.fast_chain()
         if chain is None:
@@ -89,10 +94,10 @@ class ActorCritic(nn.Module):
 
     def trunk_out(self, obs: torch.Tensor) -> torch.Tensor:
         """The actor head's outputs (logits or means) alone."""
-        chain = self.fast_chain()
+        chain = self.actor_chain()
         if chain is None:
             return self.actor_head(self.actor_body(obs))
-        return chains(obs, [chain.actor], chain.activation)[0]
+        return chains(obs, [chain[1]], chain[0])[0]
 
     def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor, entropy: bool = True,
                          entropy_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -193,10 +198,10 @@ class MLPPolicy(ControlPolicy):
         autograd. Why: a DQN gradient step on a [256, 256] network spends about as long in
         the autograd engine and the nodes' Python as in its products (measured 2026-12-04)."""
         net = self._inner()
-        chain = net.fast_chain() if net is self.model else None
+        chain = net.actor_chain() if net is self.model else None
         if chain is None:
             return None
-        params, activation = chain.actor, chain.activation
+        activation, params = chain
         inputs: list[torch.Tensor] = []
         with torch.no_grad():
             q = chain_forward(obs.reshape(obs.shape[0], self.obs_dim), params, activation, keep=inputs)
