@@ -4,8 +4,6 @@ run that learns, and the one-line refusal of a continuous action space."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from _cli import latest_run, metric_history, rlx
@@ -15,7 +13,7 @@ from rlx.batch import Batch
 from rlx.config import compose, resolve
 from rlx.errors import UsageError
 from rlx.plugins.dqn.config import DQNConfig
-from rlx.plugins.dqn.objective import DQN, ReplayBuffer, linear_epsilon, td_target, update_target
+from rlx.plugins.dqn.objective import DQN, ReplayBuffer, linear_epsilon, td_target, update_target, usable_cores
 from rlx.registry import get_registry
 
 
@@ -279,7 +277,7 @@ class MLPQ:
         return self.model(obs)
 
 
-TWO_CORES = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) >= 2
+TWO_CORES = usable_cores() >= 2
 
 
 @pytest.fixture

@@ -48,6 +48,11 @@ TARGET_PASS_ROWS = 512
 UNIFORM_POOL = 4096  # epsilon-greedy's random numbers are drawn this many at a time
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def linear_epsilon(start: float, end: float, fraction: float, progress: float) -> float:
     """Epsilon at ``progress`` (0..1 of the run): linear from ``start`` to ``end`` over the
     first ``fraction`` of the run, then ``end``."""
@@ -286,8 +291,7 @@ class DQN(Objective):
         if not self.config.overlap_targets or next(iter(self.buffer.data.values())).device.type != "cpu":
             return None
         if self._worker is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            if torch.get_num_threads() >= cores:
+            if torch.get_num_threads() >= usable_cores():
                 return None
             flush = flushing_denormals()
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="rlx-dqn-targets",

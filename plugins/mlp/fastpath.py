@@ -88,16 +88,15 @@ def chain_of(modules: dict[str, Any]) -> Chain | None:
     """The chain that reproduces an ActorCritic's ``actor_body``, ``critic_body``,
     ``actor_head`` and ``critic_head`` (its ``_modules``), or None where they are anything
     else and must be called as modules."""
-    if not _no_global_hooks():
+    found = actor_chain_of(modules)
+    if found is None:
         return None
-    actor: list[torch.Tensor] = []
+    activation, actor = found
     critic: list[torch.Tensor] = []
-    body = modules.get("actor_body")
-    activation = _network(body, modules.get("actor_head"), actor)
     # one activation for both: chains() takes one
-    if activation is None or _network(modules.get("critic_body"), modules.get("critic_head"), critic) != activation:
+    if _network(modules.get("critic_body"), modules.get("critic_head"), critic) != activation:
         return None
-    return Chain(activation, actor, critic, modules.get("critic_body") is body)
+    return Chain(activation, actor, critic, modules.get("critic_body") is modules.get("actor_body"))
 
 
 def actor_chain_of(modules: dict[str, Any]) -> tuple[str, list[torch.Tensor]] | None:
