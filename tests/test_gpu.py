@@ -106,6 +106,19 @@ def test_decode_on_the_gpu_picks_generates_tokens(tiny, kind, group):
             assert got.shape == want.shape and torch.equal(got, want), (kind, group, sampled, T, min_new)
 
 
+def test_keyed_noise_is_drawn_on_the_gpu_a_step_at_a_time_and_depends_only_on_the_seed():
+    from rlx.plugins.hf import decode
+
+    dev = torch.device("cuda")
+    assert decode.noise_block(dev, 64, 23) == 1  # a CUDA draw depends on its shape: one step per draw
+    pair = decode.keyed_generators([3, 5], dev)
+    alone = decode.keyed_generators([5], dev)
+    for _ in range(3):  # the streams go on step after step
+        a, b = decode.gumbel(pair, 1, 151_936), decode.gumbel(alone, 1, 151_936)
+        assert a.device.type == "cuda" and a.shape == (2, 1, 151_936)
+        assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+
+
 def test_decode_runs_its_matrices_in_bf16_under_autocast(tiny, monkeypatch):
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
@@ -114,9 +127,9 @@ def test_decode_runs_its_matrices_in_bf16_under_autocast(tiny, monkeypatch):
     seen = []
     layers = decode._Layers.__init__
 
-    def spy(self, model, dtype):
+    def spy(self, model, dtype, *args):
         seen.append(dtype)
-        layers(self, model, dtype)
+        layers(self, model, dtype, *args)
 
     monkeypatch.setattr(decode._Layers, "__init__", spy)
     with torch.autocast("cuda", dtype=torch.bfloat16):

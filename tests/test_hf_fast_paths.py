@@ -102,6 +102,15 @@ def test_policy_uses_the_loop_only_where_it_applies(tiny, monkeypatch):
     assert not calls
 
 
+def test_cpu_noise_drawn_in_blocks_continues_each_rows_stream():
+    cpu = torch.device("cpu")
+    assert decode.noise_block(cpu, 4, 23) > 1 and decode.noise_block(torch.device("cuda"), 4, 23) == 1
+    block = decode.gumbel(decode.keyed_generators([3, 5], cpu), 3, 23)
+    gens = decode.keyed_generators([3, 5], cpu)
+    steps = torch.cat([decode.gumbel(gens, 1, 23) for _ in range(3)], 1)
+    assert torch.equal(block, steps)
+
+
 def test_groups_finds_runs_of_repeated_prompts():
     ids = torch.tensor([[0, 5], [0, 5], [6, 7], [6, 7], [6, 7], [0, 5]])
     attn = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1], [1, 1], [0, 1]])

@@ -53,12 +53,15 @@ class KeyedGumbel:
     equal a 1-process run, and a resumed run equal an uninterrupted one."""
 
     def __init__(self, seeds: list[int], temperature: float):
-        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.seeds = seeds
+        self.gens: list[torch.Generator] | None = None  # made on the scores' device at the first step
         self.temperature = temperature
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.gens is None:
+            self.gens = decode.keyed_generators(self.seeds, scores.device)
         gumbel = decode.gumbel(self.gens, 1, scores.shape[-1])[:, 0]
-        return scores.float() / self.temperature + gumbel.to(device=scores.device, dtype=torch.float32)
+        return scores.float() / self.temperature + gumbel.float()
 
 
 class HFPolicy(LMPolicy):
