@@ -6,6 +6,8 @@ gradients as one pass per row."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
@@ -62,6 +64,18 @@ def test_decode_picks_generates_tokens(tiny, kind, group):
             ended |= bool((want == tok.eos_token_id).any())
     if kind == "tiny":  # the trained model ends its answers: finished rows were padded as generate pads them
         assert ended
+
+
+def test_decode_of_a_model_with_bf16_weights_picks_generates_greedy_tokens(tiny):
+    # policy.dtype=bfloat16 on a CPU: the products run in the weights' dtype, the cache in
+    # fp32, so the attention output is cast back before the output projection
+    model = copy.deepcopy(tiny.model).eval().to(torch.bfloat16)
+    tok = tiny.tokenizer
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    want = _hf_tokens(model, enc, tok, T=12, min_new=12, seeds=None, temperature=1.0)
+    got = decode.sample(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=12, min_new_tokens=12,
+                        eos=tok.eos_token_id, pad=tok.pad_token_id)
+    assert torch.equal(got, want)
 
 
 def test_rows_decoded_in_parallel_parts_are_the_same(tiny):

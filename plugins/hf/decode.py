@@ -288,13 +288,12 @@ def _decode(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
     # and the parts of a split decode hold the GIL for it in turn (two parts took 144 ms as
     # threads, 93-95 ms each as processes; measured 2026-12-04). So the step skips casts to
     # the dtype a tensor already has and writes the cache through plain views.
-    same = dtype == p.dtype
 
     def to_compute(t: torch.Tensor) -> torch.Tensor:
-        return t if same else t.to(dtype)
+        return t if t.dtype == dtype else t.to(dtype)
 
     def to_cache(t: torch.Tensor) -> torch.Tensor:
-        return t if cache_dtype == t.dtype else t.to(cache_dtype)
+        return t if t.dtype == cache_dtype else t.to(cache_dtype)
 
     def forward(x: torch.Tensor, s: int, e: int, rows: Any, mask: torch.Tensor) -> torch.Tensor:
         """Positions s..e-1 of ``rows``; writes their keys and values; the last position's logits."""
