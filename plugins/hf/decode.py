@@ -105,7 +105,6 @@ class _Layers:
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.eps = cfg.rms_norm_eps
-        self.inter = cfg.intermediate_size
         self.layers = []
         for lyr in model.model.layers:
             a, mlp = lyr.self_attn, lyr.mlp
@@ -273,7 +272,7 @@ def _decode(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
     dev, dtype = p.device, w.dtype
     pos = torch.cat([(attn.cumsum(-1) - 1).clamp(min=0), attn.sum(-1, keepdim=True) + torch.arange(T, device=dev)], 1)
     cos_all, sin_all = m.rotary_emb(p, pos)
-    cos_all, sin_all = cos_all[:, None].to(dtype), signed_sin(sin_all[:, None].to(dtype))  # [B, 1, L, D]
+    cos_all, ssin_all = cos_all[:, None].to(dtype), signed_sin(sin_all[:, None].to(dtype))  # [B, 1, L, D]
     key_ok = torch.cat([attn.bool(), torch.ones(B, T, dtype=torch.bool, device=dev)], 1)
     # on a CPU the cache is fp32 whatever the products' dtype: its keys and values are the
     # bf16 projections' own values, exactly, and attention over them runs in fp32, where a
@@ -298,12 +297,12 @@ def _decode(model: Any, w: _Layers, ids: torch.Tensor, attn: torch.Tensor, *, ma
     def forward(x: torch.Tensor, s: int, e: int, rows: Any, mask: torch.Tensor) -> torch.Tensor:
         """Positions s..e-1 of ``rows``; writes their keys and values; the last position's logits."""
         b, n = x.shape[0], e - s
-        cos, sin = cos_all[rows, :, s:e], sin_all[rows, :, s:e]
+        cos, ssin = cos_all[rows, :, s:e], ssin_all[rows, :, s:e]
         every_row = isinstance(rows, slice)  # all rows (every decode step): plain views, no index copies
         for li, (w1, wqkv, bqkv, wo, bo, w2, wgu, wd) in enumerate(w.layers):
             h = to_compute(F.rms_norm(x, (x.shape[-1],), w1, w.eps))
             qkv = w.linear(h, wqkv, bqkv).view(b, n, H + 2 * KVH, D).transpose(1, 2)
-            qk = _rope(qkv[:, :H + KVH], cos, sin)  # queries and keys in one pass
+            qk = _rope(qkv[:, :H + KVH], cos, ssin)  # queries and keys in one pass
             kl, vl = kcl[li], vcl[li]
             if every_row:
                 kl.narrow(2, s, n).copy_(qk[:, H:])
